@@ -1,0 +1,3 @@
+from finegrain.cli.app import main
+
+main()

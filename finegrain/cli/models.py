@@ -1,0 +1,7 @@
+"""CLI commands for finegrain.models (filled in by its issue)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to the root app."""

@@ -1,0 +1,1 @@
+"""finegrain.data"""
