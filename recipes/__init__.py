@@ -1,0 +1,1 @@
+"""The shipped recipes (installed as the package `finegrain.recipes`; one YAML file per recipe)."""
