@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from finegrain.errors import UserError
+from finegrain.evaluate import knn, metrics
+from tests.evaluate.reference import exact_tie_data, reference_metrics
+
+
+def _assert_matches_reference(report, ref, ks):
+    assert report.recall_at_k == pytest.approx(ref["recall"], abs=1e-12)
+    assert report.map_at_r == pytest.approx(ref["map_at_r"], abs=1e-12)
+    assert report.r_precision == pytest.approx(ref["r_precision"], abs=1e-12)
+    assert report.num_lone == ref["lone"]
+    assert report.num_evaluated == ref["evaluated"]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_metrics_equal_brute_force_on_ties_duplicates_distractors(metric):
+    x, labels = exact_tie_data()
+    ks = [1, 2, 4, 8, 16]
+    report = metrics.evaluate_retrieval(x, labels, ks, metric=metric)
+    _assert_matches_reference(report, reference_metrics(x, labels, ks, metric), ks)
+    assert report.num_distractors == 8
+    assert report.num_lone == 2
+    assert report.num_queries == len(x) - 8
+    assert report.k_searched == metrics.search_depth(labels, ks)
+
+
+def test_metrics_equal_brute_force_on_clustered_random_embeddings():
+    rng = np.random.default_rng(3)
+    num_classes, per_class = 30, rng.integers(1, 12, 30)
+    labels = np.repeat(np.arange(num_classes), per_class)
+    centroids = rng.standard_normal((num_classes, 16))
+    x = (centroids[labels] + 0.9 * rng.standard_normal((labels.size, 16))).astype(np.float32)
+    labels[rng.choice(labels.size, 10, replace=False)] = -1
+    ks = [1, 3, 10]
+    report = metrics.evaluate_retrieval(x, labels, ks)
+    _assert_matches_reference(report, reference_metrics(x, labels, ks, "cosine"), ks)
+    assert 0.0 < report.map_at_r <= report.r_precision <= report.recall_at_k[10] <= 1.0
+
+
+def test_hand_computed_example():
+    # 1-D points on a line, euclidean: item order by distance is obvious.
+    x = np.array([[0.0], [1.0], [2.1], [10.0], [11.0], [30.0]], np.float32)
+    labels = np.array([0, 1, 0, 1, 0, 2])
+    report = metrics.evaluate_retrieval(x, labels, [1, 2], metric="euclidean")
+    # Per query: ranked neighbours' relevance, R, then AP@R, R-precision, R@1, R@2.
+    # q0: rel=[0,1,...] R=2: P(2)=1/2 -> ap=(1/2)/2=0.25, rp=0.5, r@1=0, r@2=1
+    # q1: neighbours 0,2 (d=1,1.1) 3 (9) -> rel=[0,0,1]; R=1: ap=0, rp=0, r@1=0, r@2=0
+    # q2: neighbours 1,0,3..: rel=[0,1]; R=2: ap=0.25, rp=0.5, r@1=0, r@2=1
+    # q3: neighbours 4,2,1: rel=[0,0,1]; R=1: ap=0, rp=0, r@1=r@2=0
+    # q4: neighbours 3,2(v): rel=[0,1]; R=2: ap=0.25, rp=0.5, r@1=0, r@2=1
+    # q5: lone
+    assert report.num_lone == 1 and report.num_evaluated == 5
+    assert report.recall_at_k == {1: 0.0, 2: pytest.approx(3 / 5)}
+    assert report.r_precision == pytest.approx(1.5 / 5)
+    assert report.map_at_r == pytest.approx(0.75 / 5)
+
+
+def test_lone_only_gives_nan_and_counts():
+    x = np.eye(4, dtype=np.float32)
+    report = metrics.evaluate_retrieval(x, np.array([0, 1, 2, -1]), [1])
+    assert report.num_lone == 3 and report.num_evaluated == 0 and report.num_distractors == 1
+    assert np.isnan(report.map_at_r) and report.recall_at_k == {}
+
+
+def test_search_depth_covers_largest_class():
+    labels = np.array([0] * 20 + [1] * 3 + [-1] * 5)
+    assert metrics.search_depth(labels, [1, 2]) == 19
+    assert metrics.search_depth(labels, [25]) == 25
+    with pytest.raises(UserError, match="larger than the gallery"):
+        metrics.search_depth(labels, [40])
+
+
+def test_too_shallow_knn_is_rejected():
+    x, labels = exact_tie_data()
+    shallow = knn.search(x, 3)
+    with pytest.raises(ValueError, match="metrics need 12"):
+        metrics.retrieval_metrics(shallow, labels, [1, 2, 4, 8])
+
+
+def test_bad_labels_and_ks():
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    with pytest.raises(UserError, match="6 rows but labels have 5"):
+        metrics.evaluate_retrieval(x, np.zeros(5, int), [1])
+    with pytest.raises(UserError, match="integer"):
+        metrics.evaluate_retrieval(x, np.zeros(6), [1])
+    with pytest.raises(UserError, match="comma-separated"):
+        metrics.parse_ks("1,two")
+    assert metrics.parse_ks("8, 1,2,2") == [1, 2, 8]
+
+
+def test_report_to_dict_carries_definitions():
+    x, labels = exact_tie_data()
+    d = metrics.evaluate_retrieval(x, labels, "1,2").to_dict()
+    assert set(d["recall_at_k"]) == {"1", "2"}
+    assert "identity" in d["definitions"]["self_exclusion"]
