@@ -1,0 +1,34 @@
+"""Fixtures for the engine tests: small recipes on the built-in synthetic data set."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from finegrain.train.recipe import Recipe, recipe_from_dict
+
+
+def small_recipe(**sections: dict) -> Recipe:
+    """A recipe that trains in seconds on 2 CPU cores: synthetic data at 32 px, a few steps."""
+    values = {
+        "name": "test",
+        "model": {"arch": "resnet50", "init": None},
+        "data": {"source": "synthetic", "image_size": 32},
+        "train": {"epochs": 2, "batch_size": 8, "steps_per_epoch": 2, "base_lr": 0.01, "warmup_epochs": 0.5,
+                  "weight_decay": 0.0005},
+        "eval": {"every_epochs": 1, "keep_best": 1},
+        "runtime": {"deterministic": True},
+    }
+    for section, changes in sections.items():
+        values.setdefault(section, {}).update(changes)
+    return recipe_from_dict(values)
+
+
+@pytest.fixture
+def make_recipe():
+    return small_recipe
+
+
+def replace(recipe: Recipe, section: str, **changes) -> Recipe:
+    return dataclasses.replace(recipe, **{section: dataclasses.replace(getattr(recipe, section), **changes)})

@@ -1,0 +1,66 @@
+"""Run `engine.tune` in a fresh process under a tf.distribute strategy (used by test_distributed.py).
+
+usage: python dist_worker.py STRATEGY RUN_DIR OUT_JSON [--logical-cpus N]
+
+The strategy needs a fresh process: logical CPU devices (MirroredStrategy on a CPU-only machine)
+and MultiWorkerMirroredStrategy must be configured before TensorFlow runs any op. The model is a
+tiny conv net with the finegrain output contract (the real architectures are exercised by the
+single-process tests); the data is the real synthetic set through the real pipeline.
+Writes {"replica_weights_equal", "replicas", "num_replicas_in_sync", "history"} to OUT_JSON and the
+final weights to OUT_JSON.npz.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def tiny_model(arch: str, *, num_classes: int, input_shape=(None, None, 3), **_: object):
+    import keras
+
+    images = keras.Input(input_shape)
+    x = keras.layers.Rescaling(1 / 255.0)(images)
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    features = keras.layers.ReLU()(x)
+    embedding = keras.layers.GlobalAveragePooling2D()(features)
+    logits = keras.layers.Dense(num_classes, dtype="float32")(embedding)
+    return keras.Model(images, {"features": features, "embedding": embedding, "logits": logits})
+
+
+def main() -> None:
+    strategy, run_dir, out_json = sys.argv[1:4]
+    import tensorflow as tf
+
+    if "--logical-cpus" in sys.argv:
+        count = int(sys.argv[sys.argv.index("--logical-cpus") + 1])
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import small_recipe
+
+    from finegrain.train import engine
+
+    engine._create_model = tiny_model
+    recipe = small_recipe(train={"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "base_lr": 0.05},
+                          runtime={"deterministic": False})
+    result = engine.tune(recipe, run_dir, strategy=strategy)
+    equal, replicas = True, 1
+    for v in result.model.weights:
+        values = [np.asarray(x) for x in getattr(v, "values", [v.value])]
+        replicas = max(replicas, len(values))
+        equal &= all(np.array_equal(values[0], other) for other in values[1:])
+    np.savez(out_json + ".npz", *[np.asarray(v.value) for v in result.model.weights])
+    with open(out_json, "w") as f:
+        json.dump({"replica_weights_equal": bool(equal), "replicas": replicas,
+                   "num_replicas_in_sync": result.summary["replicas"], "history": result.history}, f)
+
+if __name__ == "__main__":
+    main()
