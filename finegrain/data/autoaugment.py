@@ -1,0 +1,306 @@
+"""AutoAugment (Cubuk et al. 2019) with the original code's `good` and `imagenet` policy sets.
+
+Policies are tables (op, probability, level 0-10); levels map to magnitudes exactly as in the
+original TF implementation (rotate 30 deg, shear 0.3, translate 250 px and cutout 100 px at 224 px,
+enhance factors 0.1-1.9, posterize 0-4 bits, solarize threshold 0-256, fill value 128), with the
+pixel magnitudes scaled by image size / 224 so that other sizes see the same relative geometry.
+
+Why hand-written: tf.image's adjust_contrast / adjust_brightness / adjust_saturation use different
+formulas from PIL's ImageEnhance that AutoAugment was searched with, and the Keras 3 augmentation
+layers draw magnitudes from ranges with stateful seeds; here every op takes its exact magnitude and
+all randomness comes from a stateless seed, so results are a pure function of the seed even under a
+parallel tf.data map. Geometric ops call TF's ImageProjectiveTransformV3 kernel (the one
+keras.ops.image.affine_transform uses on TensorFlow) directly, as tf.data graphs must be pure TF
+whatever the Keras backend. The policy is applied as a table lookup plus two `switch_case`s over
+the 15 ops, so the graph holds each op once instead of once per sub-policy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from finegrain.errors import UserError
+
+FILL = 128.0
+MAX_LEVEL = 10.0
+
+# (op, prob, level) pairs; the sub-policy lists of the original code's `good_policies()` (95, found on
+# CIFAR-10 by the AutoAugment authors) and `imagenet_policies()` (25).
+GOOD_POLICY = [
+    # exp0_0 .. exp0_3
+    [("Invert", 0.1, 7), ("Contrast", 0.2, 6)], [("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)],
+    [("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)], [("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)],
+    [("AutoContrast", 0.5, 8), ("Equalize", 0.9, 2)],
+    [("Solarize", 0.4, 5), ("AutoContrast", 0.9, 3)], [("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)],
+    [("AutoContrast", 0.9, 2), ("Solarize", 0.8, 3)], [("Equalize", 0.8, 8), ("Invert", 0.1, 3)],
+    [("TranslateY", 0.7, 9), ("AutoContrast", 0.9, 1)],
+    [("Solarize", 0.4, 5), ("AutoContrast", 0.0, 2)], [("TranslateY", 0.7, 9), ("TranslateY", 0.7, 9)],
+    [("AutoContrast", 0.9, 0), ("Solarize", 0.4, 3)], [("Equalize", 0.7, 5), ("Invert", 0.1, 3)],
+    [("TranslateY", 0.7, 9), ("TranslateY", 0.7, 9)],
+    [("Solarize", 0.4, 5), ("AutoContrast", 0.9, 1)], [("TranslateY", 0.8, 9), ("TranslateY", 0.9, 9)],
+    [("AutoContrast", 0.8, 0), ("TranslateY", 0.7, 9)], [("TranslateY", 0.2, 7), ("Color", 0.9, 6)],
+    [("Equalize", 0.7, 6), ("Color", 0.4, 9)],
+    # exp1_0 .. exp1_6
+    [("ShearY", 0.2, 7), ("Posterize", 0.3, 7)], [("Color", 0.4, 3), ("Brightness", 0.6, 7)],
+    [("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)], [("Equalize", 0.6, 5), ("Equalize", 0.5, 1)],
+    [("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)],
+    [("Brightness", 0.3, 7), ("AutoContrast", 0.5, 8)], [("AutoContrast", 0.9, 4), ("AutoContrast", 0.5, 6)],
+    [("Solarize", 0.3, 5), ("Equalize", 0.6, 5)], [("TranslateY", 0.2, 4), ("Sharpness", 0.3, 3)],
+    [("Brightness", 0.0, 8), ("Color", 0.8, 8)],
+    [("Solarize", 0.2, 6), ("Color", 0.8, 6)], [("Solarize", 0.2, 6), ("AutoContrast", 0.8, 1)],
+    [("Solarize", 0.4, 1), ("Equalize", 0.6, 5)], [("Brightness", 0.0, 0), ("Solarize", 0.5, 2)],
+    [("AutoContrast", 0.9, 5), ("Brightness", 0.5, 3)],
+    [("Contrast", 0.7, 5), ("Brightness", 0.0, 2)], [("Solarize", 0.2, 8), ("Solarize", 0.1, 5)],
+    [("Contrast", 0.5, 1), ("TranslateY", 0.2, 9)], [("AutoContrast", 0.6, 5), ("TranslateY", 0.0, 9)],
+    [("AutoContrast", 0.9, 4), ("Equalize", 0.8, 4)],
+    [("Brightness", 0.0, 7), ("Equalize", 0.4, 7)], [("Solarize", 0.2, 5), ("Equalize", 0.7, 5)],
+    [("Equalize", 0.6, 8), ("Color", 0.6, 2)], [("Color", 0.3, 7), ("Color", 0.2, 4)],
+    [("AutoContrast", 0.5, 2), ("Solarize", 0.7, 2)],
+    [("AutoContrast", 0.2, 0), ("Equalize", 0.1, 0)], [("ShearY", 0.6, 5), ("Equalize", 0.6, 5)],
+    [("Brightness", 0.9, 3), ("AutoContrast", 0.4, 1)], [("Equalize", 0.8, 8), ("Equalize", 0.7, 7)],
+    [("Equalize", 0.7, 7), ("Solarize", 0.5, 0)],
+    [("Equalize", 0.8, 4), ("TranslateY", 0.8, 9)], [("TranslateY", 0.8, 9), ("TranslateY", 0.6, 9)],
+    [("TranslateY", 0.9, 0), ("TranslateY", 0.5, 9)], [("AutoContrast", 0.5, 3), ("Solarize", 0.3, 4)],
+    [("Solarize", 0.5, 3), ("Equalize", 0.4, 4)],
+    # exp2_0 .. exp2_7
+    [("Color", 0.7, 7), ("TranslateX", 0.5, 8)], [("Equalize", 0.3, 7), ("AutoContrast", 0.4, 8)],
+    [("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)], [("Brightness", 0.9, 6), ("Color", 0.2, 8)],
+    [("Solarize", 0.5, 2), ("Invert", 0.0, 3)],
+    [("AutoContrast", 0.1, 5), ("Brightness", 0.0, 0)], [("Cutout", 0.2, 4), ("Equalize", 0.1, 1)],
+    [("Equalize", 0.7, 7), ("AutoContrast", 0.6, 4)], [("Color", 0.1, 8), ("ShearY", 0.2, 3)],
+    [("ShearY", 0.4, 2), ("Rotate", 0.7, 0)],
+    [("ShearY", 0.1, 3), ("AutoContrast", 0.9, 5)], [("TranslateY", 0.3, 6), ("Cutout", 0.3, 3)],
+    [("Equalize", 0.5, 0), ("Solarize", 0.6, 6)], [("AutoContrast", 0.3, 5), ("Rotate", 0.2, 7)],
+    [("Equalize", 0.8, 2), ("Invert", 0.4, 0)],
+    [("Equalize", 0.9, 5), ("Color", 0.7, 0)], [("Equalize", 0.1, 1), ("ShearY", 0.1, 3)],
+    [("AutoContrast", 0.7, 3), ("Equalize", 0.7, 0)], [("Brightness", 0.5, 1), ("Contrast", 0.1, 7)],
+    [("Contrast", 0.1, 4), ("Solarize", 0.6, 5)],
+    [("Solarize", 0.2, 3), ("ShearX", 0.0, 0)], [("TranslateX", 0.3, 0), ("TranslateX", 0.6, 0)],
+    [("Equalize", 0.5, 9), ("TranslateY", 0.6, 7)], [("ShearX", 0.1, 0), ("Sharpness", 0.5, 1)],
+    [("Equalize", 0.8, 6), ("Invert", 0.3, 6)],
+    [("AutoContrast", 0.3, 9), ("Cutout", 0.5, 3)], [("ShearX", 0.4, 4), ("AutoContrast", 0.9, 2)],
+    [("ShearX", 0.0, 3), ("Posterize", 0.0, 3)], [("Solarize", 0.4, 3), ("Color", 0.2, 4)],
+    [("Equalize", 0.1, 4), ("Equalize", 0.7, 6)],
+    [("Equalize", 0.3, 8), ("AutoContrast", 0.4, 3)], [("Solarize", 0.6, 4), ("AutoContrast", 0.7, 6)],
+    [("AutoContrast", 0.2, 9), ("Brightness", 0.4, 8)], [("Equalize", 0.1, 0), ("Equalize", 0.0, 6)],
+    [("Equalize", 0.8, 4), ("Equalize", 0.0, 4)],
+    [("Equalize", 0.5, 5), ("AutoContrast", 0.1, 2)], [("Solarize", 0.5, 5), ("AutoContrast", 0.9, 5)],
+    [("AutoContrast", 0.6, 1), ("AutoContrast", 0.7, 8)], [("Equalize", 0.2, 0), ("AutoContrast", 0.1, 2)],
+    [("Equalize", 0.6, 9), ("Equalize", 0.4, 4)],
+]
+
+IMAGENET_POLICY = [
+    [("Posterize", 0.4, 8), ("Rotate", 0.6, 9)], [("Solarize", 0.6, 5), ("AutoContrast", 0.6, 5)],
+    [("Equalize", 0.8, 8), ("Equalize", 0.6, 3)], [("Posterize", 0.6, 7), ("Posterize", 0.6, 6)],
+    [("Equalize", 0.4, 7), ("Solarize", 0.2, 4)],
+    [("Equalize", 0.4, 4), ("Rotate", 0.8, 8)], [("Solarize", 0.6, 3), ("Equalize", 0.6, 7)],
+    [("Posterize", 0.8, 5), ("Equalize", 1.0, 2)], [("Rotate", 0.2, 3), ("Solarize", 0.6, 8)],
+    [("Equalize", 0.6, 8), ("Posterize", 0.4, 6)],
+    [("Rotate", 0.8, 8), ("Color", 0.4, 0)], [("Rotate", 0.4, 9), ("Equalize", 0.6, 2)],
+    [("Equalize", 0.0, 7), ("Equalize", 0.8, 8)], [("Invert", 0.6, 4), ("Equalize", 1.0, 8)],
+    [("Color", 0.6, 4), ("Contrast", 1.0, 8)],
+    [("Rotate", 0.8, 8), ("Color", 1.0, 2)], [("Color", 0.8, 8), ("Solarize", 0.8, 7)],
+    [("Sharpness", 0.4, 7), ("Invert", 0.6, 8)], [("ShearX", 0.6, 5), ("Equalize", 1.0, 9)],
+    [("Color", 0.4, 0), ("Equalize", 0.6, 3)],
+    [("Equalize", 0.4, 7), ("Solarize", 0.2, 4)], [("Solarize", 0.6, 5), ("AutoContrast", 0.6, 5)],
+    [("Invert", 0.6, 4), ("Equalize", 1.0, 8)], [("Color", 0.6, 4), ("Contrast", 1.0, 8)],
+    [("Equalize", 0.8, 8), ("Equalize", 0.6, 3)],
+]
+
+POLICIES = {"good": GOOD_POLICY, "imagenet": IMAGENET_POLICY}
+
+
+# ------------------------------------------------------------------------------------------ the ops
+# Every op: (uint8 image [h, w, 3], level float32 scalar 0-10, sign float32 +-1, seed int [2]) -> uint8.
+
+
+def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """PIL ImageEnhance: degenerate + factor * (image - degenerate), clipped (factor > 1 extrapolates)."""
+    d = tf.cast(degenerate, tf.float32)
+    out = d + factor * (tf.cast(image, tf.float32) - d)
+    return tf.cast(tf.clip_by_value(out, 0.0, 255.0), tf.uint8)
+
+
+def _enhance_factor(level: tf.Tensor) -> tf.Tensor:
+    return level / MAX_LEVEL * 1.8 + 0.1
+
+
+def _grey(image: tf.Tensor) -> tf.Tensor:
+    return tf.image.rgb_to_grayscale(image)  # uint8 [h, w, 1], ITU-R 601 weights as PIL's "L"
+
+
+def _transform(image: tf.Tensor, transform: list) -> tf.Tensor:
+    """Projective transform (output -> input coordinates), nearest neighbour, empty pixels = FILL."""
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None],
+        transforms=tf.cast(tf.stack(transform), tf.float32)[None],
+        output_shape=tf.shape(image)[:2],
+        fill_value=FILL,
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+    )
+    return out[0]
+
+
+def _size_scale(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.reduce_min(tf.shape(image)[:2]), tf.float32) / 224.0
+
+
+def auto_contrast(image, level, sign, seed):
+    """Stretch each channel to 0..255 (channels with one value are kept)."""
+    x = tf.cast(image, tf.float32)
+    lo = tf.reduce_min(x, axis=[0, 1])
+    hi = tf.reduce_max(x, axis=[0, 1])
+    scaled = (x - lo) * (255.0 / tf.maximum(hi - lo, 1.0))
+    return tf.cast(tf.clip_by_value(tf.where(hi > lo, scaled, x), 0.0, 255.0), tf.uint8)
+
+
+def equalize(image, level, sign, seed):
+    """PIL ImageOps.equalize per channel, all three channels at once through one bincount."""
+    channels = tf.reshape(tf.transpose(tf.cast(image, tf.int32), [2, 0, 1]), [3, -1])  # [3, N]
+    hist = tf.math.bincount(channels, minlength=256, maxlength=256, axis=-1)  # [3, 256]
+    last_nonzero = 255 - tf.argmax(tf.reverse(tf.cast(hist > 0, tf.int32), [1]), axis=1, output_type=tf.int32)
+    step = (tf.reduce_sum(hist, axis=1) - tf.gather(hist, last_nonzero, batch_dims=1)) // 255  # [3]
+    safe_step = tf.maximum(step, 1)[:, None]
+    lut = (tf.cumsum(hist, axis=1) + safe_step // 2) // safe_step
+    lut = tf.clip_by_value(tf.concat([tf.zeros([3, 1], lut.dtype), lut[:, :-1]], axis=1), 0, 255)
+    mapped = tf.where(step[:, None] > 0, tf.gather(lut, channels, batch_dims=1), channels)
+    return tf.cast(tf.transpose(tf.reshape(mapped, [3, tf.shape(image)[0], tf.shape(image)[1]]), [1, 2, 0]), tf.uint8)
+
+
+def invert(image, level, sign, seed):
+    return 255 - image
+
+
+def rotate(image, level, sign, seed):
+    """Rotate about the centre by level/10 * 30 degrees, random direction."""
+    angle = sign * level / MAX_LEVEL * 30.0 * math.pi / 180.0
+    h = tf.cast(tf.shape(image)[0], tf.float32) - 1.0
+    w = tf.cast(tf.shape(image)[1], tf.float32) - 1.0
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    x_offset = (w - (cos * w - sin * h)) / 2.0
+    y_offset = (h - (sin * w + cos * h)) / 2.0
+    return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])
+
+
+def posterize(image, level, sign, seed):
+    """Keep the top int(level/10 * 4) bits."""
+    shift = tf.cast(8 - tf.cast(tf.floor(level / MAX_LEVEL * 4.0), tf.int32), tf.uint8)
+    return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
+
+
+def solarize(image, level, sign, seed):
+    """Invert every pixel at or above the threshold int(level/10 * 256)."""
+    threshold = tf.floor(level / MAX_LEVEL * 256.0)
+    return tf.where(tf.cast(image, tf.float32) < threshold, image, 255 - image)
+
+
+def color(image, level, sign, seed):
+    return _blend(tf.image.grayscale_to_rgb(_grey(image)), image, _enhance_factor(level))
+
+
+def contrast(image, level, sign, seed):
+    """Blend with the mean grey level (PIL ImageEnhance.Contrast)."""
+    mean = tf.reduce_mean(tf.cast(_grey(image), tf.float32))
+    return _blend(tf.fill(tf.shape(image), mean), image, _enhance_factor(level))
+
+
+def brightness(image, level, sign, seed):
+    return _blend(tf.zeros_like(image), image, _enhance_factor(level))
+
+
+def sharpness(image, level, sign, seed):
+    """Blend with PIL's SMOOTH-filtered image; the 1-pixel border keeps the original pixels."""
+    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+    smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel, [1, 1, 1, 1], "VALID")[0]
+    smooth = tf.pad(tf.cast(tf.clip_by_value(tf.round(smooth), 0.0, 255.0), tf.uint8), [[1, 1], [1, 1], [0, 0]])
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    inside = tf.pad(tf.ones([h - 2, w - 2, 1], tf.bool), [[1, 1], [1, 1], [0, 0]], constant_values=False)
+    return _blend(tf.where(inside, smooth, image), image, _enhance_factor(level))
+
+
+def shear_x(image, level, sign, seed):
+    return _transform(image, [1.0, sign * level / MAX_LEVEL * 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def shear_y(image, level, sign, seed):
+    return _transform(image, [1.0, 0.0, 0.0, sign * level / MAX_LEVEL * 0.3, 1.0, 0.0, 0.0, 0.0])
+
+
+def translate_x(image, level, sign, seed):
+    pixels = sign * level / MAX_LEVEL * 250.0 * _size_scale(image)
+    return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def translate_y(image, level, sign, seed):
+    pixels = sign * level / MAX_LEVEL * 250.0 * _size_scale(image)
+    return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
+
+
+def cutout(image, level, sign, seed):
+    """Fill a square of side 2 * level/10 * 100 px (at 224) around a random centre with FILL."""
+    pad = tf.cast(level / MAX_LEVEL * 100.0 * _size_scale(image), tf.int32)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    centre = tf.random.stateless_uniform([2], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32) % tf.stack([h, w])
+    rows = tf.abs(tf.range(h) - centre[0]) < pad
+    cols = tf.abs(tf.range(w) - centre[1]) < pad
+    inside = (rows[:, None] & cols[None, :])[:, :, None]
+    return tf.where(inside, tf.cast(FILL, tf.uint8), image)
+
+
+OPS = {
+    "AutoContrast": auto_contrast,
+    "Equalize": equalize,
+    "Invert": invert,
+    "Rotate": rotate,
+    "Posterize": posterize,
+    "Solarize": solarize,
+    "Color": color,
+    "Contrast": contrast,
+    "Brightness": brightness,
+    "Sharpness": sharpness,
+    "ShearX": shear_x,
+    "ShearY": shear_y,
+    "TranslateX": translate_x,
+    "TranslateY": translate_y,
+    "Cutout": cutout,
+}
+_OP_INDEX = {name: i for i, name in enumerate(OPS)}
+_SKIP = len(OPS)  # switch_case index of "leave the image as it is"
+
+
+def policy_tables(policy: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(op index [P, 2] int32, probability [P, 2] float32, level [P, 2] float32) of a named policy."""
+    try:
+        subs = POLICIES[policy]
+    except KeyError:
+        raise UserError(f"unknown AutoAugment policy {policy!r}: choose one of {', '.join(POLICIES)}") from None
+    ops = tf.constant([[_OP_INDEX[name] for name, _, _ in sub] for sub in subs], tf.int32)
+    probs = tf.constant([[p for _, p, _ in sub] for sub in subs], tf.float32)
+    levels = tf.constant([[lv for _, _, lv in sub] for sub in subs], tf.float32)
+    return ops, probs, levels
+
+
+def apply_op(image: tf.Tensor, op: tf.Tensor, level: tf.Tensor, sign: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Apply OPS[op] (op == len(OPS): identity) with a given level and sign."""
+    branches = [lambda f=f: f(image, level, sign, seed) for f in OPS.values()] + [lambda: image]
+    out = tf.switch_case(op, branches)
+    out.set_shape(image.shape)
+    return out
+
+
+def autoaugment(image: tf.Tensor, policy: str, seed: tf.Tensor) -> tf.Tensor:
+    """Apply one uniformly chosen sub-policy of `policy` to a uint8 [h, w, 3] image; `seed`: int [2]."""
+    ops, probs, levels = policy_tables(policy)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    choice = tf.random.stateless_uniform([], seeds[0], maxval=tf.shape(ops)[0], dtype=tf.int32)
+    coins = tf.random.stateless_uniform([2], seeds[1])
+    signs = tf.where(tf.random.stateless_uniform([2], seeds[2]) < 0.5, -1.0, 1.0)
+    op_seeds = tf.random.experimental.stateless_split(seeds[3], 2)
+    for stage in range(2):
+        op = tf.where(coins[stage] < probs[choice, stage], ops[choice, stage], _SKIP)
+        image = apply_op(image, op, levels[choice, stage], signs[stage], op_seeds[stage])
+    return image

@@ -1,0 +1,141 @@
+"""tf.data input pipelines for training and evaluation.
+
+Determinism: the order of an epoch and every random choice (crop, flip, AutoAugment, mixup) are
+stateless functions of (seed, epoch, position in the epoch), so the same arguments always give the
+same batches, even with a parallel map; a resumed run can `skip(step)` into an epoch.
+Label smoothing belongs in the loss; `label_smoothing` here is applied to the one-hot targets
+before mixup only when asked (default 0), so do not use both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from finegrain.data.autoaugment import POLICIES, autoaugment as apply_autoaugment
+from finegrain.data.preprocessing import eval_image, geometry, train_image
+from finegrain.data.splits import Split
+from finegrain.errors import UserError
+
+AUTOTUNE = tf.data.AUTOTUNE
+MIXUP_TYPES = (0, 1, 2)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, mixup_type: int = 0) -> int:
+    """Batches `train_batches` yields per epoch (mixup type 1 consumes 2 x batch_size images per batch)."""
+    return num_examples // (batch_size * (2 if mixup_type == 1 else 1))
+
+
+def _epoch_seeds(seed: int, epoch: int) -> tuple[int, tf.Tensor, tf.Tensor]:
+    """(shuffle seed, per-example base seed [2], per-batch base seed [2]) for one epoch."""
+    shuffle_seed, a, b, c, d = (int(v) for v in np.random.SeedSequence([seed, epoch]).generate_state(5) // 2)
+    return shuffle_seed, tf.constant([a, b], tf.int64), tf.constant([c, d], tf.int64)
+
+
+def _check(split: Split, image_size: int, preprocessing: str, batch_size: int) -> None:
+    geometry(preprocessing)
+    if image_size < 8:
+        raise UserError(f"image size {image_size} is too small: use at least 8 pixels")
+    if batch_size < 1:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    if split.num_examples < 1:
+        raise UserError(f"split {split.name!r} of {split.info.name} is empty")
+
+
+def train_batches(
+    split: Split,
+    *,
+    image_size: int,
+    preprocessing: str,
+    batch_size: int,
+    autoaugment: str | None = None,
+    mixup_type: int = 0,
+    mixup_alpha: float = 0.2,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+    epoch: int = 0,
+) -> tf.data.Dataset:
+    """One epoch of (float32 [B, s, s, 3] on 0..255, float32 [B, num_classes] soft labels), drop_remainder.
+
+    mixup_type 1 draws 2B images and mixes the two halves into B; 2 mixes each batch with a shuffled
+    copy of itself; lambda ~ Beta(mixup_alpha, mixup_alpha) per example.
+    """
+    _check(split, image_size, preprocessing, batch_size)
+    if autoaugment is not None and autoaugment not in POLICIES:
+        raise UserError(f"unknown AutoAugment policy {autoaugment!r}: choose one of {', '.join(POLICIES)} or none")
+    if mixup_type not in MIXUP_TYPES:
+        raise UserError(f"mixup type must be 0 (off), 1 or 2, got {mixup_type}")
+    if mixup_type and mixup_alpha <= 0:
+        raise UserError(f"mixup alpha must be positive, got {mixup_alpha}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise UserError(f"label smoothing must be in [0, 1), got {label_smoothing}")
+    group = batch_size * (2 if mixup_type == 1 else 1)
+    if split.num_examples < group:
+        raise UserError(
+            f"split {split.name!r} has {split.num_examples} images, fewer than one batch ({group}): lower the batch size"
+        )
+    num_classes = split.num_classes
+    shuffle_seed, example_base, batch_base = _epoch_seeds(seed, epoch)
+
+    def example(index: tf.Tensor, encoded: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        crop_seed, aa_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(example_base, index), 2)
+        )
+        image = train_image(encoded, crop_seed, image_size=image_size, preprocessing=preprocessing)
+        if autoaugment:
+            image = apply_autoaugment(image, autoaugment, aa_seed)
+        target = tf.one_hot(label, num_classes, dtype=tf.float32)
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+        return tf.cast(image, tf.float32), target
+
+    ds = split.shuffled(shuffle_seed).enumerate()
+    ds = ds.map(lambda i, x: example(i, *x), num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)  # safety net: folder images were already checked up front
+    ds = ds.batch(group, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if mixup_type:
+        ds = ds.enumerate().map(
+            lambda i, batch: mixup(*batch, mixup_type, mixup_alpha, tf.random.experimental.stateless_fold_in(batch_base, i)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+    return ds.prefetch(AUTOTUNE)
+
+
+def _beta(shape: tf.Tensor, alpha: float, seed: tf.Tensor) -> tf.Tensor:
+    """Beta(alpha, alpha) samples as X / (X + Y) with X, Y ~ Gamma(alpha) (0.5 where both underflow)."""
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    x = tf.random.stateless_gamma(shape, s1, alpha)
+    y = tf.random.stateless_gamma(shape, s2, alpha)
+    total = x + y
+    return tf.where(total > 0, x / tf.where(total > 0, total, 1.0), 0.5)
+
+
+def mixup(images: tf.Tensor, labels: tf.Tensor, mixup_type: int, alpha: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mix a batch: type 1 mixes the first half with the second (2B -> B), type 2 mixes with a shuffled copy."""
+    beta_seed, perm_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if mixup_type == 1:
+        half = tf.shape(images)[0] // 2
+        a_img, b_img, a_lab, b_lab = images[:half], images[half:], labels[:half], labels[half:]
+    else:
+        perm = tf.argsort(tf.random.stateless_uniform([tf.shape(images)[0]], perm_seed))
+        a_img, b_img, a_lab, b_lab = images, tf.gather(images, perm), labels, tf.gather(labels, perm)
+    lam = _beta(tf.shape(a_img)[:1], alpha, beta_seed)
+    mixed_images = lam[:, None, None, None] * a_img + (1.0 - lam[:, None, None, None]) * b_img
+    mixed_labels = lam[:, None] * a_lab + (1.0 - lam[:, None]) * b_lab
+    return mixed_images, mixed_labels
+
+
+def eval_batches(split: Split, *, image_size: int, preprocessing: str, batch_size: int) -> tf.data.Dataset:
+    """(float32 [b, s, s, 3] on 0..255, int64 [b] labels) in data-set order, last partial batch kept.
+
+    s = preprocessing.eval_image_size(preprocessing, image_size) (image_size is the training size).
+    """
+    _check(split, image_size, preprocessing, batch_size)
+    ds = split.dataset.map(
+        lambda encoded, label: (eval_image(encoded, image_size=image_size, preprocessing=preprocessing), label),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.ignore_errors(log_warning=True)
+    return ds.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)

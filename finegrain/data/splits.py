@@ -1,0 +1,99 @@
+"""`load_split`: one entry point for catalog data sets (tfds or synthetic) and own folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from finegrain.data.catalog import CATALOG, DatasetRecord, folder_record, get_record, resolve_data_dir
+from finegrain.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+@dataclass
+class Split:
+    """One split of a data set: encoded images with int64 labels, plus what is known about it."""
+
+    name: str  # "train", "test", "retrieval_train" or "retrieval_test"
+    dataset: Any  # tf.data.Dataset of (encoded image tf.string, label tf.int64), in a fixed order
+    num_examples: int
+    class_names: list[str]
+    info: DatasetRecord
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable images
+    _shuffled: Callable[[int], Any] | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def shuffled(self, seed: int) -> tf.data.Dataset:
+        """The same examples in an order that is a pure function of `seed` (files shuffled before reading)."""
+        if self._shuffled is not None:
+            return self._shuffled(seed)
+        return self.dataset.shuffle(min(self.num_examples, 8192), seed=seed, reshuffle_each_iteration=False)
+
+
+def _is_folder(source: str | os.PathLike) -> bool:
+    s = str(source)
+    return s not in CATALOG and (os.sep in s or s.startswith(".") or Path(s).expanduser().is_dir())
+
+
+def load_split(source: str | os.PathLike, split: str, *, data_dir: str | os.PathLike | None = None,
+               seed: int = 0) -> Split:
+    """Load `split` of a catalog data set (by name) or of an image folder (by path).
+
+    `seed` only chooses the stratified train/test split of a folder that has no test/ sub-folder.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    if _is_folder(source):
+        from finegrain.data.folder import folder_class_names
+
+        root = Path(source).expanduser()
+        record = folder_record(root.name, len(folder_class_names(root)), homepage=str(root))
+        return _folder_split(root, split, record, seed, data_dir)
+    record = get_record(str(source))
+    if record.name == "synthetic":
+        from finegrain.data.synthetic import ensure_synthetic
+
+        root, _ = ensure_synthetic(data_dir)
+        return _folder_split(root, split, record, seed, data_dir)
+    from finegrain.data.tfds_source import load_tfds_split
+
+    spec = record.split_spec(split)
+    ordered, make, n, names = load_tfds_split(record, spec, data_dir)
+    return Split(split, ordered, n, names, record, [], make)
+
+
+def _folder_split(root: Path, split: str, record: DatasetRecord, seed: int, data_dir: Path) -> Split:
+    import tensorflow as tf
+
+    from finegrain.data.folder import folder_files
+
+    spec = record.split_spec(split)
+    files = folder_files(root, spec.source, seed=seed, classes=spec.classes, check_cache_dir=data_dir)
+    if not files.paths:
+        raise UserError(f"split {split!r} of {root} holds no readable images")
+
+    def make(order: np.ndarray) -> tf.data.Dataset:
+        paths = tf.constant([files.paths[i] for i in order])
+        labels = tf.constant(files.labels[order], tf.int64)
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+    n = len(files.paths)
+    return Split(
+        name=split,
+        dataset=make(np.arange(n)),
+        num_examples=n,
+        class_names=files.class_names,
+        info=record,
+        skipped=files.skipped,
+        _shuffled=lambda s: make(np.random.default_rng(s).permutation(n)),
+    )

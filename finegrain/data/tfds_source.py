@@ -1,0 +1,197 @@
+"""The five paper data sets through tensorflow-datasets: fetch (download + prepare) and reading splits.
+
+tensorflow-datasets looks in the manual dir for every file its checksum list names before it
+downloads anything, and still verifies the registered size and sha256; `fetch` relies on that for
+dead or unreliable sources (cars196, SOP over FTP). TensorFlow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from finegrain.data.catalog import DatasetRecord, SplitSpec, get_record, resolve_data_dir
+from finegrain.errors import UserError
+from finegrain.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+def _builder(record: DatasetRecord, data_dir: Path) -> Any:
+    import tensorflow_datasets as tfds
+
+    return tfds.builder(record.tfds_name, data_dir=str(data_dir))
+
+
+@dataclass(frozen=True)
+class ManualFile:
+    filename: str  # the name tfds looks for in the manual dir (from the builder's checksum file)
+    url: str
+    size: int
+
+
+def manual_files(record: DatasetRecord) -> list[ManualFile]:
+    """The original archives of a tfds data set, one entry per file name (mirrors are folded in)."""
+    import tensorflow_datasets as tfds
+
+    infos = tfds.builder_cls(record.tfds_name).url_infos or {}
+    files: dict[str, ManualFile] = {}
+    for url, info in infos.items():
+        files.setdefault(info.filename, ManualFile(info.filename, url, info.size))
+    return list(files.values())
+
+
+def default_manual_dir(data_dir: Path) -> Path:
+    return data_dir / "downloads" / "manual"  # where tfds looks when no manual dir is given
+
+
+@contextmanager
+def _rich_progress() -> Iterator[None]:
+    """Route tensorflow-datasets' tqdm bars (download, extract, write) through tqdm's rich front end."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+    from tqdm import TqdmExperimentalWarning
+    from tqdm.rich import tqdm as rich_tqdm
+
+    saved = tqdm_utils.tqdm_lib
+    tqdm_utils.tqdm_lib = types.SimpleNamespace(tqdm=rich_tqdm)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TqdmExperimentalWarning)
+            yield
+    finally:
+        tqdm_utils.tqdm_lib = saved
+
+
+def is_prepared(name: str, data_dir: str | Path | None = None) -> bool:
+    record = get_record(name)
+    return bool(record.tfds_name) and _builder(record, resolve_data_dir(data_dir)).is_prepared()
+
+
+def fetch_tfds(
+    name: str, *, data_dir: str | Path | None = None, manual_dir: str | Path | None = None, progress: bool = True
+) -> bool:
+    """Download and prepare a tfds data set. Returns False if it was already prepared (nothing done)."""
+    import tensorflow_datasets as tfds
+
+    record = get_record(name)
+    data_dir = resolve_data_dir(data_dir)
+    builder = _builder(record, data_dir)
+    if builder.is_prepared():
+        return False
+    manual = Path(manual_dir).expanduser() if manual_dir else default_manual_dir(data_dir)
+    if manual_dir and not manual.is_dir():
+        raise UserError(f"--manual-dir {manual} is not a folder")
+    config = tfds.download.DownloadConfig(manual_dir=str(manual))
+    try:
+        with _rich_progress() if progress else _no_progress():
+            builder.download_and_prepare(download_config=config)
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as e:  # any download, checksum or archive problem: tell the user which files to provide
+        raise UserError(_failure_message(record, manual, e)) from e
+    return True
+
+
+@contextmanager
+def _no_progress() -> Iterator[None]:
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tfds.enable_progress_bar()
+
+
+def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> str:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    files = manual_files(record)
+    missing = [f for f in files if not (manual / f.filename).exists()]
+    wanted = missing or files  # all present: one of them has the wrong checksum, name them all
+    listing = "; ".join(f"{f.filename} ({f.size / 2**20:,.0f} MiB, from {f.url})" for f in wanted)
+    return (
+        f"could not prepare {record.name} ({type(error).__name__}: {reason}). "
+        f"Put these files into {manual}: {listing}; then run `finegrain fetch {record.name} --manual-dir {manual}`"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def split_sizes(name: str, data_dir: str | Path | None = None) -> dict[str, int]:
+    """Sizes of the prepared tfds splits (empty if not prepared)."""
+    record = get_record(name)
+    builder = _builder(record, resolve_data_dir(data_dir))
+    if not builder.is_prepared():
+        return {}
+    return {k: int(v.num_examples) for k, v in builder.info.splits.items()}
+
+
+def _label_index(builder: Any, record: DatasetRecord, tfds_split: str, data_dir: Path) -> np.ndarray:
+    """Labels of a tfds split in file order, cached beside the data set (one pass over the records)."""
+    import tensorflow_datasets as tfds
+
+    cache = data_dir / "finegrain_labels" / record.tfds_name / str(builder.info.version) / f"{tfds_split}.npy"
+    if cache.exists():
+        return np.load(cache)
+    decoders = tfds.decode.PartialDecoding({record.label_key: True})  # skip images entirely
+    ds = builder.as_dataset(split=tfds_split, decoders=decoders, shuffle_files=False)
+    ds = ds.map(lambda x: x[record.label_key]).batch(4096)
+    labels = np.concatenate([np.zeros(0, np.int64), *ds.as_numpy_iterator()]).astype(np.int64)
+    with atomic_path(cache) as tmp:
+        np.save(tmp, labels)
+    return labels
+
+
+def load_tfds_split(
+    record: DatasetRecord, spec: SplitSpec, data_dir: Path
+) -> tuple[Any, Any, int, list[str]]:
+    """Return (ordered dataset, shuffled(seed) -> dataset, num_examples, class names) for a tfds split.
+
+    Datasets yield `(encoded image bytes, int64 label)` with labels shifted to start at 0.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    builder = _builder(record, data_dir)
+    if not builder.is_prepared():
+        raise UserError(
+            f"data set {record.name} is not prepared under {data_dir}: run `finegrain fetch {record.name}`"
+            + (f" --data-dir {data_dir}" if data_dir != resolve_data_dir(None) else "")
+        )
+    names = list(builder.info.features[record.label_key].names)
+    start, stop = spec.classes or (0, len(names))
+    if spec.classes is None:
+        num_examples = sum(int(builder.info.splits[s].num_examples) for s in spec.source.split("+"))
+    else:
+        labels = np.concatenate([_label_index(builder, record, s, data_dir) for s in spec.source.split("+")])
+        num_examples = int(np.count_nonzero((labels >= start) & (labels < stop)))
+
+    def make(shuffle_seed: int | None) -> tf.data.Dataset:
+        read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=False)
+        ds = builder.as_dataset(
+            split=spec.source,
+            decoders={"image": tfds.decode.SkipDecoding()},
+            shuffle_files=shuffle_seed is not None,
+            read_config=read_config,
+        )
+        ds = ds.map(lambda x: (x["image"], tf.cast(x[record.label_key], tf.int64)))
+        if spec.classes is not None:
+            ds = ds.filter(lambda image, label: (label >= start) & (label < stop))
+            if start:
+                ds = ds.map(lambda image, label: (image, label - start))
+        if shuffle_seed is not None:
+            ds = ds.shuffle(min(num_examples, 8192), seed=shuffle_seed, reshuffle_each_iteration=False)
+        return ds
+
+    return make(None), make, num_examples, names[start:stop]
