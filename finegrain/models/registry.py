@@ -1,0 +1,149 @@
+"""The model registry and the one factory, `create_model`.
+
+A registered builder turns (images tensor, bn_momentum, keep_prob) into the final feature map; the
+factory adds the fixed preprocessing, the head, DropBlock's shared keep-prob, and optional weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from finegrain.errors import UserError
+from finegrain.models import resnet
+from finegrain.models.heads import build_head
+from finegrain.models.layers import BN_MOMENTUM, DropBlock, Preprocess, new_keep_prob_variable
+
+IMAGENET_CLASSES = 1001  # the official heads: index 0 is "background"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    build_features: Callable  # (images, *, bn_momentum, keep_prob) -> feature map
+    has_official_weights: bool = True
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, description: str, *, has_official_weights: bool = True) -> Callable:
+    """Decorator: register `fn(images, *, bn_momentum, keep_prob) -> feature map` under `name`."""
+
+    def decorate(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelEntry(name, description, fn, has_official_weights)
+        return fn
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Registered model names, in registration order."""
+    return list(_REGISTRY)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry record of `name`; UserError listing the known names if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
+
+
+def _spec_builder(spec: resnet.ResNetSpec) -> Callable:
+    def build(images, *, bn_momentum: float, keep_prob):
+        return resnet.build_backbone(images, spec, bn_momentum=bn_momentum, keep_prob=keep_prob)[0]
+
+    return build
+
+
+register_model("resnet50", "ResNet-50 v1.5 (stride on the 3x3 conv)")(_spec_builder(resnet.RESNET50))
+register_model("assemble_resnet50", "ResNet-50 + Big-Little (a2, b4) + Selective Kernel + anti-alias")(
+    _spec_builder(resnet.ASSEMBLE_RESNET50))
+register_model("assemble_resnet152", "blocks [5,12,30,3] + Big-Little (a1, b2) + Selective Kernel + anti-alias")(
+    _spec_builder(resnet.ASSEMBLE_RESNET152))
+register_model("assemble_resnet50_ir", "retrieval backbone: ResNet-50-D + Selective Kernel",
+               has_official_weights=False)(_spec_builder(resnet.ASSEMBLE_RESNET50_IR))
+
+
+def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_size: int = 0,
+                 pooling: str = "avg", head: str = "linear", dropblock: bool = False,
+                 weights: str | os.PathLike | None = None,
+                 input_shape: tuple[int | None, int | None, int] = (None, None, 3),
+                 bn_momentum: float = BN_MOMENTUM) -> keras.Model:
+    """Build a registered model: RGB 0..255 (uint8 or float) in, {"features","embedding","logits"} out.
+
+    `weights`: a Keras weights file (`*.weights.h5`) or an official TF1 checkpoint (a directory with a
+    `checkpoint` file or a `model.ckpt-N` prefix). From a TF1 checkpoint every backbone variable is
+    loaded, and the classifier too when its shape fits (`num_classes` 1001, linear head); otherwise the
+    new head keeps its fresh initialisation (fine-tuning).
+    """
+    entry = model_entry(name)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise UserError(f"input_shape must be (height, width, 3) with RGB channels last, got {input_shape}")
+    images = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")
+    keep_prob = new_keep_prob_variable() if dropblock else None
+    features = entry.build_features(Preprocess(name="preprocess")(images), bn_momentum=bn_momentum,
+                                    keep_prob=keep_prob)
+    outputs = build_head(features, num_classes=num_classes, embedding_size=embedding_size, pooling=pooling,
+                         head=head, bn_momentum=bn_momentum)
+    model = keras.Model(images, outputs, name=name)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """Load a Keras weights file or an official TF1 checkpoint into `model` (UserError if unfit)."""
+    path = Path(path)
+    if path.name.endswith(".h5"):
+        if not path.is_file():
+            raise UserError(f"weights file {path} does not exist")
+        try:
+            model.load_weights(path)
+        except Exception as e:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"weights file {path} does not fit model {model.name!r}: {first_line}") from None
+        return
+    from finegrain.models import tf1  # imports TensorFlow: only when a TF1 checkpoint is asked for
+
+    tf1.load_tf1_checkpoint(model, path)
+
+
+def _walk_layers(model: keras.Model):
+    return model._flatten_layers(include_self=False, recursive=True)
+
+
+def set_dropblock_keep_prob(model: keras.Model, keep_prob: float) -> None:
+    """Set the keep probability of every DropBlock layer (one shared variable; no retracing needed)."""
+    if not 0.0 < float(keep_prob) <= 1.0:
+        raise UserError(f"DropBlock keep probability must be in (0, 1], got {keep_prob}")
+    variables = {id(layer.keep_prob): layer.keep_prob for layer in _walk_layers(model) if isinstance(layer, DropBlock)}
+    if not variables:
+        raise UserError(f"model {model.name!r} has no DropBlock layers; create it with dropblock=True")
+    for variable in variables.values():
+        variable.assign(float(keep_prob))
+
+
+def get_dropblock_keep_prob(model: keras.Model) -> float | None:
+    """The current DropBlock keep probability, or None when the model has no DropBlock."""
+    for layer in _walk_layers(model):
+        if isinstance(layer, DropBlock):
+            return float(keras.ops.convert_to_numpy(layer.keep_prob))
+    return None
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> None:
+    """Set every BatchNorm's moving-average momentum. Call before the train step is traced."""
+    if not 0.0 <= float(momentum) < 1.0:
+        raise UserError(f"BatchNorm momentum must be in [0, 1), got {momentum}")
+    for layer in _walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
