@@ -165,6 +165,29 @@ def retrieval_metrics(knn: KnnResult, labels: np.ndarray, ks: Sequence[int]) -> 
     )
 
 
+def retrieval_search(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    ks: Sequence[int] | str = (1, 2, 4, 8),
+    *,
+    metric: str = "cosine",
+    chunk_size: int | None = None,
+    use_gpu: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> KnnResult:
+    """Validate, then search exactly as deep as the metrics need (`search_depth`).
+
+    Only queries that can score (labelled, with another item of their class) are searched.
+    """
+    n = np.asarray(embeddings).shape[0] if np.ndim(embeddings) == 2 else None
+    labels = _check_labels(labels, n)
+    depth = search_depth(labels, parse_ks(ks))
+    per_item, _ = _class_counts(labels)
+    query_ids = np.flatnonzero((labels != DISTRACTOR) & (per_item > 1))
+    return search(embeddings, depth, metric=metric, query_ids=query_ids, chunk_size=chunk_size, use_gpu=use_gpu,
+                  progress=progress)
+
+
 def evaluate_retrieval(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -175,15 +198,7 @@ def evaluate_retrieval(
     use_gpu: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RetrievalReport:
-    """The whole evaluation: validate, search exactly as deep as needed, compute every metric.
-
-    Only queries that can score (labelled, with another item of their class) are searched.
-    """
-    n = np.asarray(embeddings).shape[0] if np.ndim(embeddings) == 2 else None
-    labels = _check_labels(labels, n)
-    ks = parse_ks(ks)
-    depth = search_depth(labels, ks)
-    per_item, _ = _class_counts(labels)
-    query_ids = np.flatnonzero((labels != DISTRACTOR) & (per_item > 1))
-    knn = search(embeddings, depth, metric=metric, query_ids=query_ids, chunk_size=chunk_size, use_gpu=use_gpu, progress=progress)
+    """The whole evaluation: one search (`retrieval_search`), then every metric from it."""
+    knn = retrieval_search(embeddings, labels, ks, metric=metric, chunk_size=chunk_size, use_gpu=use_gpu,
+                           progress=progress)
     return retrieval_metrics(knn, labels, ks)
