@@ -1,0 +1,76 @@
+"""embed.py on a tiny stand-in model (the contract's dict outputs) and a small folder data set."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from finegrain.errors import UserError
+
+COLOURS = {"a_red": (200, 30, 30), "b_green": (30, 200, 30), "c_blue": (30, 30, 200), "d_yellow": (200, 200, 30)}
+
+
+def mean_colour_model():
+    """Embedding = mean RGB colour; logits = a fixed linear map of it. Same dict outputs as create_model."""
+    import keras
+
+    images = keras.Input((None, None, 3))
+    embedding = keras.layers.GlobalAveragePooling2D()(images)
+    logits = keras.layers.Dense(4, use_bias=False, kernel_initializer="ones")(embedding)
+    return keras.Model(images, {"features": images, "embedding": embedding, "logits": logits})
+
+
+@pytest.fixture(scope="module")
+def colour_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("colours")
+    for name, colour in COLOURS.items():
+        for split, count in (("train", 3), ("test", 2)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (40 + 4 * i, 36), colour).save(folder / f"{i}.jpg", quality=95)
+    (root / "test" / "a_red" / "broken.jpg").write_bytes(b"not an image")
+    return root
+
+
+def test_split_outputs_are_normalised_mean_colours(colour_folder):
+    from finegrain.data import load_split
+    from finegrain.evaluate.embed import ModelSource, _keras_predict, split_outputs
+
+    split = load_split(str(colour_folder), "retrieval_test", data_dir=colour_folder / "cache")
+    source = ModelSource(_keras_predict(mean_colour_model()), "stand-in")
+    outputs, labels = split_outputs(source, split, keys=("embedding", "logits"), image_size=32, batch_size=3,
+                                    progress=False)
+    # retrieval_test = second half of the classes (blue, yellow), train + test images: 2 x 5.
+    assert np.bincount(labels).tolist() == [5, 5]
+    emb = outputs["embedding"]
+    assert emb.shape == (10, 3) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    expected = np.array([COLOURS["c_blue"], COLOURS["d_yellow"]], np.float32)[labels]
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb, expected, atol=0.02)
+    assert outputs["logits"].shape == (10, 4)  # logits are not normalised
+    np.testing.assert_allclose(outputs["logits"][:, 0], outputs["logits"][:, 1])
+
+
+def test_classification_split_skips_unreadable_image(colour_folder):
+    from finegrain.data import load_split
+    from finegrain.evaluate.embed import ModelSource, _keras_predict, split_outputs
+
+    split = load_split(str(colour_folder), "test", data_dir=colour_folder / "cache")
+    assert [Path(p).name for p, _ in split.skipped] == ["broken.jpg"]
+    outputs, labels = split_outputs(ModelSource(_keras_predict(mean_colour_model()), "stand-in"), split,
+                                    keys=("logits",), image_size=32, progress=False)
+    assert outputs["logits"].shape == (8, 4) and np.bincount(labels).tolist() == [2, 2, 2, 2]
+
+
+def test_model_source_errors(tmp_path):
+    from finegrain.evaluate.embed import load_model_source
+
+    with pytest.raises(UserError, match="does not exist"):
+        load_model_source(tmp_path / "missing")
+    weights = tmp_path / "model.weights.h5"
+    weights.write_bytes(b"")
+    with pytest.raises(UserError, match="--arch"):
+        load_model_source(weights)
