@@ -1,7 +1,72 @@
-"""CLI commands for finegrain.data (filled in by its issue)."""
+"""CLI commands for data sets: `finegrain fetch NAME` and `finegrain datasets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
+
+from finegrain.cli.console import err, out
+
+DATA_DIR_HELP = "Data directory (default: $FINEGRAIN_DATA_DIR, else ~/finegrain_data)."
+
+
+def fetch(
+    name: str = typer.Argument(..., help="food101, flowers102, cub200, cars196, sop or synthetic."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    manual_dir: Optional[Path] = typer.Option(
+        None, "--manual-dir", help="Folder holding the original archive files (used instead of downloading; checksums still verified)."
+    ),
+) -> None:
+    """Download and prepare a data set (a second run does nothing; an interrupted run can simply be run again)."""
+    from finegrain.data.catalog import get_record, resolve_data_dir
+
+    record = get_record(name)
+    where = resolve_data_dir(data_dir)
+    if record.tfds_name is None:
+        from finegrain.data.synthetic import ensure_synthetic
+
+        folder, made = ensure_synthetic(where)
+        out.print(f"{name}: {'generated' if made else 'ready'} at {folder}" + ("" if made else " (nothing to do)"))
+        return
+    from finegrain.data.tfds_source import fetch_tfds, split_sizes
+
+    err.print(f"fetching {record.title} ({record.tfds_name}) into {where}")
+    made = fetch_tfds(name, data_dir=where, manual_dir=manual_dir)
+    sizes = ", ".join(f"{k} {v:,}" for k, v in split_sizes(name, where).items())
+    if made:
+        out.print(f"{name}: prepared under {where} ({sizes})")
+    else:
+        out.print(f"{name}: ready under {where} ({sizes}); nothing to do")
+
+
+def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP)) -> None:
+    """List the known data sets, whether each is prepared under the data dir, and its split sizes."""
+    from rich.table import Table
+
+    from finegrain.data.catalog import CATALOG, resolve_data_dir
+    from finegrain.data.synthetic import synthetic_dir
+    from finegrain.data.tfds_source import split_sizes
+
+    where = resolve_data_dir(data_dir)
+    table = Table(title=f"data sets under {where}")
+    for column in ("name", "title", "classes", "prepared", "splits (prepared)", "paper sizes"):
+        table.add_column(column)
+    for record in CATALOG.values():
+        if record.tfds_name:
+            sizes = split_sizes(record.name, where)
+            prepared = bool(sizes)
+            split_text = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+        else:
+            prepared = (synthetic_dir(where) / "DONE").exists()
+            split_text = "generated on first use" if not prepared else "train, test"
+        paper = ", ".join(f"{k} {v:,}" for k, v in record.paper_sizes.items())
+        table.add_row(record.name, record.title, f"{record.num_classes:,}", "yes" if prepared else "no", split_text or "-", paper)
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("fetch")(fetch)
+    app.command("datasets")(datasets)

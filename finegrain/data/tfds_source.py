@@ -113,15 +113,30 @@ def _no_progress() -> Iterator[None]:
         tfds.enable_progress_bar()
 
 
+def _human_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError
+
+
 def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> str:
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
     files = manual_files(record)
     missing = [f for f in files if not (manual / f.filename).exists()]
-    wanted = missing or files  # all present: one of them has the wrong checksum, name them all
-    listing = "; ".join(f"{f.filename} ({f.size / 2**20:,.0f} MiB, from {f.url})" for f in wanted)
+    wrong = [f for f in files if (manual / f.filename).exists() and (manual / f.filename).stat().st_size != f.size]
+    parts = []
+    if missing:
+        listing = "; ".join(f"{f.filename} ({_human_size(f.size)}, from {f.url})" for f in missing)
+        parts.append(f"Put these files into {manual}: {listing}.")
+    if wrong:
+        parts.append(f"Replace these files in {manual}, they are not the originals (wrong size): {', '.join(f.filename for f in wrong)}.")
+    if not parts:  # all there with the right sizes: the content differs
+        parts.append(f"The files in {manual} do not match the registered checksums: {', '.join(f.filename for f in files)}.")
     return (
-        f"could not prepare {record.name} ({type(error).__name__}: {reason}). "
-        f"Put these files into {manual}: {listing}; then run `finegrain fetch {record.name} --manual-dir {manual}`"
+        f"could not prepare {record.name} ({type(error).__name__}: {reason}). {' '.join(parts)} "
+        f"Then run `finegrain fetch {record.name} --manual-dir {manual}`"
     )
 
 

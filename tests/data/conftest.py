@@ -1,0 +1,51 @@
+"""Shared fixtures: the five tfds builders prepared offline from fake archives, the synthetic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.data.fake_archives import MAKERS
+
+
+def register_fake_checksums(monkeypatch: pytest.MonkeyPatch, name: str, manual: Path) -> None:
+    """Test-only: make the builder accept the fake archives in `manual` (real code keeps the real checksums)."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import checksums
+
+    from finegrain.data.catalog import get_record
+
+    cls = tfds.builder_cls(get_record(name).tfds_name)
+    fake = {
+        url: checksums.compute_url_info(manual / info.filename)  # size, sha256 and file name of the fake
+        for url, info in cls.url_infos.items()
+        if (manual / info.filename).exists()
+    }
+    monkeypatch.setattr(cls, "url_infos", fake)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, list[int]]]]:
+    """A data dir with all five tfds data sets prepared by the real download_and_prepare from fake archives."""
+    from finegrain.data.tfds_source import fetch_tfds
+
+    data_dir = tmp_path_factory.mktemp("data")
+    expected = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, make in MAKERS.items():
+            manual = tmp_path_factory.mktemp(f"manual_{name}")
+            expected[name] = make(manual)
+            register_fake_checksums(mp, name, manual)
+            assert fetch_tfds(name, data_dir=data_dir, manual_dir=manual, progress=False) is True
+    return data_dir, expected
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding the synthetic set (generated once per test session)."""
+    from finegrain.data.synthetic import ensure_synthetic
+
+    data_dir = tmp_path_factory.mktemp("synthetic_data")
+    ensure_synthetic(data_dir)
+    return data_dir

@@ -1,0 +1,117 @@
+"""Tiny stand-ins for the five data sets' original archives, in the layouts the tfds builders read.
+
+Each `make_*` writes the files (named as the builder's checksum list names them) into `manual`
+and returns the expected {tfds split: [original 1-based class id of each example]}.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+
+def jpeg(seed: int, size: tuple[int, int] = (24, 20)) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def png(size: tuple[int, int] = (24, 20)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((size[1], size[0]), np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _tar(path: Path, files: dict[str, bytes], mode: str = "w:gz") -> None:
+    with tarfile.open(path, mode) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def make_food101(manual: Path) -> dict[str, list[int]]:
+    classes = ["apple_pie", "baby_back_ribs"]  # the builder only accepts real Food-101 class names
+    train = {c: [f"{c}/{i}" for i in range(3)] for c in classes}
+    test = {c: [f"{c}/{i}" for i in range(3, 4)] for c in classes}
+    files = {f"food-101/images/{n}.jpg": jpeg(k) for k, n in enumerate(sum([*train.values(), *test.values()], []))}
+    files["food-101/meta/train.json"] = json.dumps(train).encode()
+    files["food-101/meta/test.json"] = json.dumps(test).encode()
+    _tar(manual / "food-101.tar.gz", files)
+    return {"train": [1, 1, 1, 2, 2, 2], "validation": [1, 2]}
+
+
+def make_flowers102(manual: Path) -> dict[str, list[int]]:
+    labels = [1, 2, 3, 1, 2, 3]  # image i (1-based) has class labels[i-1]
+    _tar(manual / "102flowers.tgz", {f"jpg/image_{i:05d}.jpg": jpeg(i) for i in range(1, 7)}, "w")
+    scipy.io.savemat(manual / "imagelabels.mat", {"labels": np.array([labels])})
+    scipy.io.savemat(manual / "setid.mat", {"trnid": np.array([[1, 2]]), "valid": np.array([[3]]), "tstid": np.array([[4, 5, 6]])})
+    return {"train": [1, 2], "validation": [3], "test": [1, 2, 3]}
+
+
+def make_cub200(manual: Path) -> dict[str, list[int]]:
+    # classes 1, 2 (zero-shot train half) and 101, 102 (test half); 2 images each, first is official train
+    folders = {1: "001.Black_footed_Albatross", 2: "002.Laysan_Albatross", 101: "101.White_Pelican", 102: "102.Western_Wood_Pewee"}
+    images, split, boxes, files, segs = [], [], [], {}, {}
+    expected: dict[str, list[int]] = {"train": [], "test": []}
+    for cid, folder in folders.items():
+        for j in range(2):
+            idx = len(images) + 1
+            stem = f"{folder.split('.')[1]}_{idx:04d}_{100 + idx}"
+            images.append(f"{idx} {folder}/{stem}.jpg")
+            split.append(f"{idx} {1 if j == 0 else 0}")
+            boxes.append(f"{idx} 2.0 3.0 10.0 8.0")
+            files[f"CUB_200_2011/images/{folder}/{stem}.jpg"] = jpeg(idx)
+            segs[f"segmentations/{folder}/{stem}.png"] = png()
+            expected["train" if j == 0 else "test"].append(cid)
+    files["CUB_200_2011/images.txt"] = "\n".join(images).encode() + b"\n"
+    files["CUB_200_2011/train_test_split.txt"] = "\n".join(split).encode() + b"\n"
+    files["CUB_200_2011/bounding_boxes.txt"] = "\n".join(boxes).encode() + b"\n"
+    _tar(manual / "CUB_200_2011.tgz", files)
+    _tar(manual / "segmentations.tgz", segs)
+    return expected
+
+
+def _cars_annotations(path: Path, rows: list[tuple[int, str]]) -> None:
+    dtype = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+    ann = np.zeros((1, len(rows)), dtype=dtype)
+    for k, (cls, fname) in enumerate(rows):
+        ann[0, k] = (np.array([[1]]), np.array([[1]]), np.array([[10]]), np.array([[8]]), np.array([[cls]]), np.array([fname]))
+    scipy.io.savemat(path, {"annotations": ann})
+
+
+def make_cars196(manual: Path) -> dict[str, list[int]]:
+    train = [(1, "00001.jpg"), (2, "00002.jpg"), (99, "00003.jpg"), (100, "00004.jpg")]
+    test = [(1, "00001.jpg"), (99, "00002.jpg"), (100, "00003.jpg")]
+    _tar(manual / "cars_train.tgz", {f"cars_train/{f}": jpeg(k) for k, (_, f) in enumerate(train)})
+    _tar(manual / "cars_test.tgz", {f"cars_test/{f}": jpeg(10 + k) for k, (_, f) in enumerate(test)})
+    devkit = manual / "devkit_tmp"
+    devkit.mkdir()
+    _cars_annotations(devkit / "cars_train_annos.mat", train)
+    _tar(manual / "car_devkit.tgz", {"devkit/cars_train_annos.mat": (devkit / "cars_train_annos.mat").read_bytes()})
+    _cars_annotations(manual / "cars_test_annos_withlabels.mat", test)
+    return {"train": [c for c, _ in train], "test": [c for c, _ in test]}
+
+
+def make_sop(manual: Path) -> dict[str, list[int]]:
+    # train class ids 1, 2; test ids continue after the real train's last id (11318) as in the original
+    train = [(1, 1, "bicycle_final/a_0.JPG"), (1, 1, "bicycle_final/a_1.JPG"), (2, 2, "cabinet_final/b_0.JPG")]
+    test = [(11319, 3, "chair_final/c_0.JPG"), (11320, 3, "chair_final/d_0.JPG")]
+    with zipfile.ZipFile(manual / "Stanford_Online_Products.zip", "w") as z:
+        for name, rows in (("Ebay_train", train), ("Ebay_test", test)):
+            lines = ["image_id class_id super_class_id path"] + [f"{i + 1} {c} {s} {p}" for i, (c, s, p) in enumerate(rows)]
+            z.writestr(f"Stanford_Online_Products/{name}.txt", "\n".join(lines) + "\n")
+            for k, (_, _, p) in enumerate(rows):
+                z.writestr(f"Stanford_Online_Products/{p}", jpeg(k + len(name)))
+    return {"train": [c for c, _, _ in train], "test": [c for c, _, _ in test]}
+
+
+MAKERS = {"food101": make_food101, "flowers102": make_flowers102, "cub200": make_cub200, "cars196": make_cars196, "sop": make_sop}

@@ -1,0 +1,92 @@
+"""The real tfds download_and_prepare on fake archives in the original layouts, then our splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finegrain.data import load_split
+from finegrain.data.catalog import CATALOG, TFDS_NAMES
+from finegrain.errors import UserError
+
+# tfds split each of our classification splits reads (see catalog.py)
+CLASSIFICATION = {
+    "food101": {"train": ["train"], "test": ["validation"]},
+    "flowers102": {"train": ["train", "validation"], "test": ["test"]},
+    "cub200": {"train": ["train"], "test": ["test"]},
+    "cars196": {"train": ["train"], "test": ["test"]},
+}
+
+
+def labels_of(split) -> list[int]:
+    return [int(y) for _, y in split.dataset.as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("name", TFDS_NAMES)
+def test_prepared_splits_hold_the_archived_examples(prepared, name):
+    data_dir, expected = prepared
+    for ours, sources in CLASSIFICATION.get(name, {}).items():
+        split = load_split(name, ours, data_dir=data_dir)
+        want = sorted(c - 1 for s in sources for c in expected[name][s])
+        assert sorted(labels_of(split)) == want
+        assert split.num_examples == len(want)
+        assert split.num_classes == CATALOG[name].num_classes
+        image, _ = next(split.dataset.as_numpy_iterator())
+        assert image[:2] == b"\xff\xd8"  # still encoded JPEG bytes (SkipDecoding)
+
+
+@pytest.mark.parametrize(
+    "name, train_range, test_range",
+    [("cub200", (0, 100), (100, 200)), ("cars196", (0, 98), (98, 196)), ("sop", (0, 11318), (11318, 22634))],
+)
+def test_zero_shot_splits_are_class_disjoint_with_the_paper_ranges(prepared, name, train_range, test_range):
+    data_dir, expected = prepared
+    everything = [c - 1 for cs in expected[name].values() for c in cs]  # 0-based original class ids
+    train = load_split(name, "retrieval_train", data_dir=data_dir)
+    test = load_split(name, "retrieval_test", data_dir=data_dir)
+    for split, (start, stop) in ((train, train_range), (test, test_range)):
+        want = sorted(c - start for c in everything if start <= c < stop)
+        assert sorted(labels_of(split)) == want and split.num_examples == len(want) > 0
+        assert split.num_classes == stop - start
+    all_names = CATALOG[name].num_classes
+    assert len(set(train.class_names) | set(test.class_names)) == all_names  # disjoint, together all classes
+    assert not set(train.class_names) & set(test.class_names)
+
+
+def test_sop_has_no_classification_split(prepared):
+    with pytest.raises(UserError, match="retrieval_train"):
+        load_split("sop", "train", data_dir=prepared[0])
+
+
+def test_fetch_twice_does_nothing_the_second_time(prepared):
+    from finegrain.data.tfds_source import fetch_tfds
+
+    assert fetch_tfds("flowers102", data_dir=prepared[0], progress=False) is False
+
+
+def test_unprepared_data_set_tells_to_fetch(tmp_path):
+    with pytest.raises(UserError, match="finegrain fetch cub200"):
+        load_split("cub200", "train", data_dir=tmp_path)
+
+
+def test_failed_download_names_the_missing_files(tmp_path, monkeypatch):
+    from tensorflow_datasets.core.download import downloader
+
+    from finegrain.data.tfds_source import fetch_tfds
+
+    def offline(*args, **kwargs):
+        raise downloader.util.DownloadError("network is unreachable")
+
+    monkeypatch.setattr(downloader._Downloader, "_sync_download", offline)
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "cars_train.tgz").write_bytes(b"x")  # present but not the original
+    with pytest.raises(UserError) as info:
+        fetch_tfds("cars196", data_dir=tmp_path / "data", manual_dir=manual, progress=False)
+    message = str(info.value)
+    for filename in ("cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat"):
+        assert filename in message
+    put, replace = message.split("Put these files")[1].split("Replace these files")
+    assert "cars_train.tgz" not in put and "cars_train.tgz" in replace
+    assert str(manual) in message and "--manual-dir" in message
+    assert "\n" not in message
