@@ -141,7 +141,8 @@ def retrieval_eval(
         return
     from rich.table import Table
 
-    table = Table(title=f"retrieval: {source_desc}", title_justify="left")
+    out.print(f"retrieval: {source_desc}", soft_wrap=True, highlight=False)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for kk, v in report.recall_at_k.items():
@@ -154,6 +155,7 @@ def retrieval_eval(
         f"queries evaluated {report.num_evaluated:,}, lone queries skipped {report.num_lone:,}; "
         f"{report.metric}, search depth {report.k_searched}. Definitions: finegrain retrieval-eval --help",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -202,7 +204,8 @@ def eval_classification(
         return
     from rich.table import Table
 
-    summary = Table(title=f"classification: {source.description} on {split_info.info.name}/{split}", title_justify="left")
+    out.print(f"classification: {source.description} on {split_info.info.name}/{split}", soft_wrap=True, highlight=False)
+    summary = Table()
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     summary.add_row("top-1 accuracy", f"{100 * report.top1:.2f}")
@@ -257,11 +260,11 @@ def predict(
             encoded = tf.constant(path.read_bytes())
             image = eval_image(encoded, image_size=size, preprocessing=pre)
         except OSError as e:
-            err.print(f"[red]skipped[/] {path}: cannot read ({e.strerror or e})", highlight=False)
+            err.print(f"[red]skipped[/] {path}: cannot read ({e.strerror or e})", highlight=False, soft_wrap=True)
             failed += 1
             continue
         except (tf.errors.InvalidArgumentError, ValueError):
-            err.print(f"[red]skipped[/] {path}: not a decodable image (JPEG, PNG, BMP or GIF)", highlight=False)
+            err.print(f"[red]skipped[/] {path}: not a decodable image (JPEG, PNG, BMP or GIF)", highlight=False, soft_wrap=True)
             failed += 1
             continue
         logits = np.asarray(source.predict(image[None])["logits"])
