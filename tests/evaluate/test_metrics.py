@@ -95,3 +95,11 @@ def test_report_to_dict_carries_definitions():
     d = metrics.evaluate_retrieval(x, labels, "1,2").to_dict()
     assert set(d["recall_at_k"]) == {"1", "2"}
     assert "identity" in d["definitions"]["self_exclusion"]
+
+
+def test_metrics_ignore_extra_queries_in_the_knn():
+    # A search over every row (distractors and lone queries included) gives the same report.
+    x, labels = exact_tie_data()
+    ks = [1, 4]
+    everything = knn.search(x, metrics.search_depth(labels, ks))
+    assert metrics.retrieval_metrics(everything, labels, ks) == metrics.evaluate_retrieval(x, labels, ks)
