@@ -1,7 +1,50 @@
-"""CLI commands for finegrain.models (filled in by its issue)."""
+"""CLI commands for finegrain.models: `finegrain models` and `finegrain weights import`."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+
+from finegrain.cli.console import err, out
+
+
+def models() -> None:
+    """List the registered models with their parameter counts at 1001 classes (builds each: ~20 s)."""
+    from rich.table import Table
+
+    from finegrain.models.registry import IMAGENET_CLASSES, list_models, model_entry, parameter_counts
+
+    table = Table(title=f"finegrain models (parameters with a {IMAGENET_CLASSES}-way head)")
+    for column, justify in (("name", "left"), ("description", "left"), ("trainable", "right"),
+                            ("non-trainable", "right"), ("official TF1 weights", "left")):
+        table.add_column(column, justify=justify)
+    with err.status("building each model to count its parameters..."):
+        for name in list_models():
+            entry = model_entry(name)
+            trainable, non_trainable = parameter_counts(name)
+            table.add_row(name, entry.description, f"{trainable:,}", f"{non_trainable:,}",
+                          "yes" if entry.has_official_weights else "no")
+    out.print(table)
+
+
+def import_weights(
+    checkpoint: Path = typer.Argument(..., help="Official TF1 checkpoint: a directory with a `checkpoint` file, or a model.ckpt-N prefix."),
+    arch: str = typer.Option(..., "--arch", help="Architecture the checkpoint was trained with (see `finegrain models`)."),
+    out_file: Path = typer.Option(..., "--out", help="Keras weights file to write (*.weights.h5)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Convert an official TF1 checkpoint to a Keras weights file (every variable mapped and checked)."""
+    from finegrain.models.tf1 import import_checkpoint
+
+    report = import_checkpoint(checkpoint, arch, out_file, overwrite=force)
+    out.print(f"{arch}: {len(report.loaded)} variables from {report.checkpoint} -> {out_file}"
+              + (f" (ignored {len(report.ignored)}: global_step / optimizer slots)" if report.ignored else ""))
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("models")(models)
+    weights_app = typer.Typer(help="Official pre-trained weights.", no_args_is_help=True)
+    weights_app.command("import")(import_weights)
+    app.add_typer(weights_app, name="weights")

@@ -77,5 +77,5 @@ def replace_classifier(model: keras.Model, num_classes: int, head: str = "linear
         raise UserError("replace_classifier needs a finegrain model (outputs features/embedding/logits)")
     has_embedding_layer = any(layer.name == EMBEDDING_DENSE for layer in model.layers)
     logits = _classifier(outputs["embedding"], num_classes, head, has_embedding_layer)
-    return keras.Model(model.inputs, {"features": outputs["features"], "embedding": outputs["embedding"],
+    return keras.Model(model.input, {"features": outputs["features"], "embedding": outputs["embedding"],
                                       "logits": logits}, name=model.name)

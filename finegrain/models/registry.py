@@ -6,6 +6,8 @@ factory adds the fixed preprocessing, the head, DropBlock's shared keep-prob, an
 
 from __future__ import annotations
 
+import gc
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,3 +149,13 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> None:
     for layer in _walk_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = float(momentum)
+
+
+def parameter_counts(name: str, num_classes: int = IMAGENET_CLASSES) -> tuple[int, int]:
+    """(trainable, non-trainable) parameter counts of a registered model (builds it: seconds for R152)."""
+    model = create_model(name, num_classes=num_classes)
+    count = lambda weights: sum(math.prod(w.shape) for w in weights)  # noqa: E731
+    counts = count(model.trainable_weights), count(model.non_trainable_weights)
+    del model
+    gc.collect()  # free R152's half a gigabyte before the next model is built
+    return counts

@@ -208,3 +208,35 @@ def load_tf1_checkpoint(model: keras.Model, path: str | os.PathLike, *, head: st
         variable = targets[name]
         variable.assign(np.asarray(value, dtype=variable.dtype).reshape(variable.shape))
     return LoadReport(checkpoint=prefix, loaded=to_load, skipped_head=skipped, ignored=ignored)
+
+
+def import_checkpoint(checkpoint: str | os.PathLike, arch: str, out: str | os.PathLike, *,
+                      overwrite: bool = False) -> LoadReport:
+    """Convert an official TF1 checkpoint to a Keras weights file (`*.weights.h5`), atomically.
+
+    The model is sized from the checkpoint's head (1001 ImageNet classes, or a fine-tuned head), and
+    every variable, head included, must map. Refuses to replace an existing `out` unless `overwrite`.
+    """
+    from finegrain.models.registry import create_model, model_entry
+    from finegrain.utils.io import atomic_path
+
+    out = Path(out)
+    if not out.name.endswith(".weights.h5"):
+        raise UserError(f"--out must end with .weights.h5 (Keras weights file), got {out}")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    model_entry(arch)  # unknown arch: fail before reading anything
+    num_classes, embedding_size = checkpoint_head(checkpoint)
+    if num_classes is None:
+        raise UserError(f"checkpoint {checkpoint} has no classifier (resnet_model/dense/*): not an official one")
+    model = create_model(arch, num_classes=num_classes, embedding_size=embedding_size)
+    report = load_tf1_checkpoint(model, checkpoint, head="require")
+    with atomic_path(out) as tmp:
+        # Keras insists on the .weights.h5 suffix, which the atomic temporary name does not have.
+        staging = tmp.with_name(tmp.name + ".weights.h5")
+        try:
+            model.save_weights(staging)
+            os.replace(staging, tmp)
+        finally:
+            staging.unlink(missing_ok=True)
+    return report

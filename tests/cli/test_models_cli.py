@@ -1,0 +1,90 @@
+"""`finegrain models` and `finegrain weights import`, through the console script and in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finegrain.cli.app import main
+from tests.models.conftest import fake_values, read_manifest, training_extras, write_tf1_checkpoint
+
+SCRIPT = Path(sys.executable).parent / "finegrain"
+
+
+def _run_script(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def r50_checkpoint(tmp_path_factory):
+    values = fake_values(read_manifest("resnet50"), seed=11)
+    prefix = write_tf1_checkpoint(tmp_path_factory.mktemp("ckpt") / "r50", values, extra=training_extras(values))
+    return prefix, values
+
+
+def _main_error(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    assert info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert "Traceback" not in message and len(message.splitlines()) == 1, message
+    return message
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed in this environment")
+def test_models_lists_the_family_with_spec_counts():
+    result = _run_script("models")
+    assert result.returncode == 0, result.stderr
+    for name, counts in (("resnet50", "25,559,081"), ("assemble_resnet50", "41,848,489"),
+                         ("assemble_resnet152", "117,006,249"), ("assemble_resnet50_ir", "")):
+        assert name in result.stdout
+        assert counts in result.stdout
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed in this environment")
+def test_weights_import_from_the_console_script(r50_checkpoint, tmp_path):
+    prefix, values = r50_checkpoint
+    out = tmp_path / "r50.weights.h5"
+    result = _run_script("weights", "import", str(prefix.parent), "--arch", "resnet50", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "267 variables" in result.stdout and out.is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+    from finegrain.models import create_model
+    from finegrain.models.tf1 import tf1_variable_map
+
+    model = create_model("resnet50", weights=out)
+    targets = tf1_variable_map(model)
+    for name in ("resnet_model/conv2d/kernel", "resnet_model/batch_normalization_52/moving_variance",
+                 "resnet_model/dense/bias"):
+        np.testing.assert_array_equal(targets[name].numpy(), values[name])
+
+    again = _run_script("weights", "import", str(prefix), "--arch", "resnet50", "--out", str(out))
+    assert again.returncode == 2 and "exists; pass --force" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_weights_import_errors_are_one_line(r50_checkpoint, tmp_path, capsys):
+    prefix, _ = r50_checkpoint
+    out = str(tmp_path / "x.weights.h5")
+    assert "no TF1 checkpoint at" in _main_error(capsys, "weights", "import", str(tmp_path / "nope"),
+                                                  "--arch", "resnet50", "--out", out)
+    assert "unknown model 'resnet5'" in _main_error(capsys, "weights", "import", str(prefix),
+                                                    "--arch", "resnet5", "--out", out)
+    assert "looks like a 'resnet50' checkpoint" in _main_error(capsys, "weights", "import", str(prefix),
+                                                               "--arch", "assemble_resnet50", "--out", out)
+    assert ".weights.h5" in _main_error(capsys, "weights", "import", str(prefix), "--arch", "resnet50",
+                                        "--out", str(tmp_path / "x.h5"))
+    broken = tmp_path / "broken"
+    broken_prefix = write_tf1_checkpoint(broken, fake_values(read_manifest("resnet50"), seed=12))
+    data = broken / f"{broken_prefix.name}.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:1000])
+    assert "truncated or corrupt" in _main_error(capsys, "weights", "import", str(broken), "--arch", "resnet50",
+                                                 "--out", out)
+    assert not Path(out).exists()
