@@ -51,7 +51,7 @@ def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
 
     where = resolve_data_dir(data_dir)
     table = Table(title=f"data sets under {where}")
-    for column in ("name", "title", "classes", "prepared", "splits (prepared)", "paper sizes"):
+    for column in ("name", "classes", "prepared", "splits (prepared)", "paper sizes"):
         table.add_column(column)
     for record in CATALOG.values():
         if record.tfds_name:
@@ -62,7 +62,7 @@ def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
             prepared = (synthetic_dir(where) / "DONE").exists()
             split_text = "generated on first use" if not prepared else "train, test"
         paper = ", ".join(f"{k} {v:,}" for k, v in record.paper_sizes.items())
-        table.add_row(record.name, record.title, f"{record.num_classes:,}", "yes" if prepared else "no", split_text or "-", paper)
+        table.add_row(record.name, f"{record.num_classes:,}", "yes" if prepared else "no", split_text or "-", paper)
     out.print(table)
 
 

@@ -1,0 +1,82 @@
+"""AutoAugment: every op and both policies keep shape, dtype and range; ops match PIL where PIL defines them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageEnhance, ImageOps
+
+from finegrain.data.autoaugment import GOOD_POLICY, IMAGENET_POLICY, OPS, autoaugment
+
+SIZES = [(17, 23), (31, 9), (64, 48)]
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def photo(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / max(w - 1, 1), y * 255 / max(h - 1, 1), np.full((h, w), 90.0)], -1)
+    return np.clip(base * 0.6 + rng.normal(40, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_every_op_keeps_shape_dtype_and_range(name):
+    for h, w in SIZES:
+        image = photo(h, w)
+        for level in (0.0, 5.0, 10.0):
+            for sign in (-1.0, 1.0):
+                out = OPS[name](tf.constant(image), tf.constant(level), tf.constant(sign), SEED)
+                assert out.dtype == tf.uint8 and out.shape == (h, w, 3), (name, level)
+                assert 0 <= int(tf.reduce_min(out)) and int(tf.reduce_max(out)) <= 255
+
+
+def test_policies_have_the_original_sizes():
+    assert len(GOOD_POLICY) == 95 and len(IMAGENET_POLICY) == 25
+    assert all(len(sub) == 2 and all(0 <= p <= 1 and 0 <= lv <= 10 for _, p, lv in sub) for sub in GOOD_POLICY + IMAGENET_POLICY)
+
+
+@pytest.mark.parametrize("policy", ["good", "imagenet"])
+def test_policies_on_odd_sizes_are_deterministic(policy):
+    spec = (tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([2], tf.int64))
+    fn = tf.function(lambda im, s: autoaugment(im, policy, s), input_signature=spec)  # one trace for all sizes
+    changed = 0
+    for h, w in SIZES:
+        image = tf.constant(photo(h, w))
+        for k in range(8):
+            seed = tf.constant([k, h], tf.int64)
+            out = fn(image, seed)
+            assert out.dtype == tf.uint8 and out.shape == (h, w, 3)
+            assert np.array_equal(out, fn(image, seed))
+            changed += int(not np.array_equal(out, image))
+    assert changed > 0
+
+
+def run(name, image, level=5.0, sign=1.0):
+    return OPS[name](tf.constant(image), tf.constant(level), tf.constant(sign), SEED).numpy()
+
+
+def test_ops_match_pil():
+    image = photo(31, 23)
+    pil = Image.fromarray(image)
+    assert np.array_equal(run("Equalize", image), np.asarray(ImageOps.equalize(pil)))
+    assert np.abs(run("AutoContrast", image).astype(int) - np.asarray(ImageOps.autocontrast(pil))).max() <= 1
+    assert np.array_equal(run("Invert", image), np.asarray(ImageOps.invert(pil)))
+    assert np.array_equal(run("Posterize", image, 10.0), np.asarray(ImageOps.posterize(pil, 4)))
+    assert np.array_equal(run("Solarize", image, 5.0), np.asarray(ImageOps.solarize(pil, 128)))
+    factor = 5.0 / 10 * 1.8 + 0.1  # level 5
+    for name, enhancer in (("Color", ImageEnhance.Color), ("Brightness", ImageEnhance.Brightness),
+                           ("Contrast", ImageEnhance.Contrast), ("Sharpness", ImageEnhance.Sharpness)):
+        ours = run(name, image).astype(int)
+        theirs = np.asarray(enhancer(pil).enhance(factor)).astype(int)
+        assert np.abs(ours - theirs).max() <= 2, name
+
+
+def test_geometry_ops():
+    image = photo(20, 30)
+    for name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"):
+        assert np.array_equal(run(name, image, 0.0), image), name  # level 0 = identity
+    moved = run("TranslateX", image, 10.0)  # 250 px at 224 = 22.3 px at this 20 px short side
+    assert (moved[:, 8:] == 128).all() and np.array_equal(moved[:, :7], image[:, 22:29])
+    cut = run("Cutout", image, 10.0)
+    assert (cut == 128).any() and cut.shape == image.shape
