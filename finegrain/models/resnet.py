@@ -2,11 +2,11 @@
 
 The builder follows the official TF1 code (clovaai/assembled-cnn) statement by statement where it
 matters for the weights: layers are created in the original's creation order and every weighted layer
-is named after the TF1 variable scope it corresponds to ("/" written as "."), e.g. the Keras layer
-`stage1.big1.conv2d_3` holds `resnet_model/stage1/big1/conv2d_3/kernel`. TF1 auto-numbers `tf.layers`
-per variable scope in creation order; `_Scope` reproduces that numbering, which makes the TF1 mapping
-(`finegrain.models.tf1`) a pure function of the Keras variable paths, checked against the manifests in
-tests/models/data/.
+is named after the TF1 variable scope it corresponds to ("/" written as "-": Keras forbids "/" in layer
+names and PyTorch "." in parameter names), e.g. the Keras layer `stage1-big1-conv2d_3` holds
+`resnet_model/stage1/big1/conv2d_3/kernel`. TF1 auto-numbers `tf.layers` per variable scope in creation
+order; `_Scope` reproduces that numbering, which makes the TF1 mapping (`finegrain.models.tf1`) a pure
+function of the Keras variable paths, checked against the manifests in tests/models/data/.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from finegrain.models.layers import (
     batch_norm,
 )
 
+SEPARATOR = "-"  # stands for TF1's "/" in Keras layer names (never part of a TF1 name)
 EXPANSION = 4
 STEM_FILTERS = 64
 DROPBLOCK_SIZE = 7
@@ -62,8 +63,8 @@ class _Scope:
     def unique(self, base: str) -> str:
         n = self._counts[base]
         self._counts[base] += 1
-        name = base.replace("/", ".") + (f"_{n}" if n else "")
-        return f"{self.path}.{name}" if self.path else name
+        name = base.replace("/", SEPARATOR) + (f"_{n}" if n else "")
+        return f"{self.path}{SEPARATOR}{name}" if self.path else name
 
     def child(self, base: str) -> _Scope:
         return _Scope(self.unique(base))

@@ -1,7 +1,7 @@
 """Official TF1 checkpoints (clovaai/assembled-cnn) -> Keras weights. Imports TensorFlow.
 
-The mapping is by name: each weighted Keras layer is named after its TF1 variable scope with "." for
-"/" (see finegrain.models.resnet), so a Keras variable with path `stage1.big1.sk_block_1/sk_fc_1/kernel`
+The mapping is by name: each weighted Keras layer is named after its TF1 variable scope with "-" for
+"/" (see finegrain.models.resnet), so a Keras variable with path `stage1-big1-sk_block_1/sk_fc_1/kernel`
 is the TF1 variable `resnet_model/stage1/big1/sk_block_1/sk_fc_1/kernel`. Loading checks the mapping
 both ways: every backbone variable must be in the checkpoint with the same shape, and every model
 variable of the checkpoint must land somewhere. `global_step`, optimizer slots (`.../Momentum`, ...)
@@ -23,6 +23,7 @@ import numpy as np
 
 from finegrain.errors import UserError
 from finegrain.models.heads import CLASSIFIER_NAMES, EMBEDDING_BN, EMBEDDING_DENSE
+from finegrain.models.resnet import SEPARATOR
 
 MODEL_SCOPE = "resnet_model/"
 IGNORED_NAMES = frozenset({"global_step"})
@@ -114,7 +115,7 @@ def tf1_variable_map(model: keras.Model) -> dict[str, keras.Variable]:
     for variable in model.weights:
         if variable.name == "dropblock_keep_prob":  # finegrain's own training state, not a TF1 variable
             continue
-        mapping[MODEL_SCOPE + variable.path.replace(".", "/")] = variable
+        mapping[MODEL_SCOPE + variable.path.replace(SEPARATOR, "/")] = variable
     return mapping
 
 
