@@ -133,7 +133,8 @@ def retrieval_eval(
         rows = sample_queries(knn, y, 8)
         top = min(8, knn.k)
         wanted = {int(i) for r in rows for i in (knn.query_ids[r], *knn.indices[r, :top])}
-        plot_retrieval(plot, knn, y, read_images(split_info.dataset, wanted), rows, top=top, title=source_desc)
+        plot_retrieval(plot, knn, y, read_images(split_info.dataset, wanted), rows, top=top, title=source_desc,
+                       class_names=split_info.class_names)
         err.print(f"wrote {plot}")
 
     if as_json:

@@ -46,6 +46,7 @@ def plot_retrieval(
     *,
     top: int,
     title: str = "",
+    class_names: list[str] | None = None,
 ) -> None:
     """Write a PNG grid: one query per line, then its `top` nearest results framed green/red."""
     import matplotlib
@@ -54,13 +55,17 @@ def plot_retrieval(
     import matplotlib.pyplot as plt
 
     top = min(top, knn.k)
+
+    def name(label: int) -> str:
+        return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
+
     fig, axes = plt.subplots(len(rows), top + 1, figsize=(1.6 * (top + 1), 1.7 * len(rows)), squeeze=False)
     for line, row in zip(axes, rows):
         query = int(knn.query_ids[row])
-        cells = [(query, "black", f"query {labels[query]}")]
+        cells = [(query, "black", f"query: {name(labels[query])}")]
         for rank, neighbour in enumerate(knn.indices[row, :top], start=1):
             right = labels[neighbour] == labels[query]
-            cells.append((int(neighbour), "green" if right else "red", f"#{rank} {labels[neighbour]}"))
+            cells.append((int(neighbour), "green" if right else "red", f"#{rank} {name(labels[neighbour])}"))
         for ax, (index, colour, text) in zip(line, cells):
             if index in images:
                 ax.imshow(images[index])
