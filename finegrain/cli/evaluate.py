@@ -268,7 +268,7 @@ def predict(
             err.print(f"[red]skipped[/] {path}: not a decodable image (JPEG, PNG, BMP or GIF)", highlight=False, soft_wrap=True)
             failed += 1
             continue
-        logits = np.asarray(source.predict(image[None])["logits"])
+        logits = np.asarray(source.predict(image[None], ("logits",))["logits"])
         probs = softmax(source.logit_scale * logits)[0]
         best = top_k_indices(probs[None], top)[0]
         results.append({"image": str(path), "top": [{"class": source.class_names[i], "probability": float(probs[i])} for i in best]})

@@ -5,7 +5,8 @@ Model sources (`load_model_source`):
 - a SavedModel directory written by `finegrain export` (signatures `serving_default` and `embedding`,
   uint8 images in),
 - a Keras weights file (`*.weights.h5`) or an official TF1 checkpoint, with `arch` naming the model.
-Every source is wrapped into one callable: float32 images [B, H, W, 3] on 0..255 -> dict of arrays.
+Every source is wrapped into one callable: (float32 images [B, H, W, 3] on 0..255, wanted keys) -> dict
+of arrays with "embedding" and/or "logits"; softmax(logit_scale * logits) are the class probabilities.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import numpy as np
 
 from finegrain.errors import UserError
 
-ModelFn = Callable[[Any], dict[str, Any]]
+ModelFn = Callable[[Any, Sequence[str]], dict[str, Any]]  # (images, wanted keys) -> {key: array}
 
 
 @dataclass
 class ModelSource:
     """A loaded model and what is known about how it was trained."""
 
-    predict: ModelFn  # float32 images 0..255 -> {"embedding": [B, D], "logits": [B, C], ...}
+    predict: ModelFn  # (float32 images 0..255, keys) -> {"embedding": [B, D], "logits": [B, C]}
     description: str
     class_names: list[str] | None = None  # in logit order, when known (run directories)
     image_size: int | None = None  # training crop size, when known
@@ -43,11 +44,11 @@ def _keras_predict(model: Any) -> ModelFn:
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
-    def predict(images: Any) -> dict[str, Any]:
+    def forward(images: Any) -> dict[str, Any]:
         out = model(images, training=False)
         return {k: tf.cast(out[k], tf.float32) for k in ("embedding", "logits")}
 
-    return predict
+    return lambda images, keys=("embedding", "logits"): forward(images)
 
 
 def _saved_model_predict(path: Path) -> ModelFn:
@@ -59,10 +60,17 @@ def _saved_model_predict(path: Path) -> ModelFn:
         raise UserError(f"SavedModel {path} lacks the signature(s) {sorted(missing)}: export it with `finegrain export`")
     serve, embed = loaded.signatures["serving_default"], loaded.signatures["embedding"]
 
-    def predict(images: Any) -> dict[str, Any]:
+    def predict(images: Any, keys: Sequence[str] = ("embedding", "logits")) -> dict[str, Any]:
         # The export takes uint8; eval images are float 0..255 after resizing, so round first.
         as_uint8 = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
-        return {"embedding": embed(images=as_uint8)["embedding"], "logits": serve(images=as_uint8)["logits"]}
+        out = {}
+        if "embedding" in keys:
+            out["embedding"] = embed(images=as_uint8)["embedding"]
+        if "logits" in keys:
+            # log of the exported probabilities: softmax of it gives them back whatever logit scale
+            # (cosine head) the model was trained with.
+            out["logits"] = tf.math.log(serve(images=as_uint8)["probabilities"])
+        return out
 
     return predict
 
@@ -113,7 +121,7 @@ def run_model(
     with Progress(*columns, console=err, disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=total)
         for images, batch_labels in batches:
-            out = predict(images)
+            out = predict(images, keys)
             for k in keys:
                 outputs[k].append(np.asarray(out[k], dtype=np.float32))
             labels.append(np.asarray(batch_labels, dtype=np.int64))

@@ -137,6 +137,23 @@ def test_retrieval_eval_on_a_run(run_dir, tmp_path, capsys):
     assert json.loads(out2)["recall_at_k"] == report["recall_at_k"]
 
 
+def test_saved_model_export_gives_the_same_outputs(run_dir, capsys):
+    from finegrain.evaluate.classify import softmax
+    from finegrain.evaluate.embed import load_model_source
+
+    run_source, saved = load_model_source(run_dir), load_model_source(run_dir / "export")
+    assert saved.description.startswith("SavedModel") and saved.class_names is None
+    # Integer-valued images: the export's uint8 input loses nothing, so outputs must agree.
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
+    a, b = run_source.predict(images, ("embedding", "logits")), saved.predict(images, ("embedding", "logits"))
+    np.testing.assert_allclose(np.asarray(b["embedding"]), np.asarray(a["embedding"]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(softmax(np.asarray(b["logits"])), softmax(run_source.logit_scale * np.asarray(a["logits"])),
+                               atol=1e-5)
+    code, out, err = run(capsys, "eval", "--model", str(run_dir / "export"), "--dataset", "synthetic", "--json")
+    assert code == 0, err
+    assert json.loads(out)["num_examples"] == 200
+
+
 def test_eval_on_a_run(run_dir, capsys):
     code, out, err = run(capsys, "eval", "--model", str(run_dir), "--dataset", "synthetic", "--json")
     assert code == 0, err
