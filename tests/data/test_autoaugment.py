@@ -78,5 +78,11 @@ def test_geometry_ops():
         assert np.array_equal(run(name, image, 0.0), image), name  # level 0 = identity
     moved = run("TranslateX", image, 10.0)  # 250 px at 224 = 22.3 px at this 20 px short side
     assert (moved[:, 8:] == 128).all() and np.array_equal(moved[:, :7], image[:, 22:29])
-    cut = run("Cutout", image, 10.0)
-    assert (cut == 128).any() and cut.shape == image.shape
+    big = photo(224, 224) // 2  # no pixel is 128 before the cutout
+    for level, side in ((10.0, 200), (2.0, 40)):
+        cut = run("Cutout", big, level)
+        rows, cols = np.nonzero((cut == 128).all(-1))
+        span_r, span_c = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert span_r <= side and span_c <= side and len(rows) == span_r * span_c  # a 2*pad square, clipped
+        assert np.array_equal(cut[cut != 128], big[cut != 128])
+    assert np.array_equal(run("Cutout", big, 0.0), big)
