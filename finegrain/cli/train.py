@@ -1,7 +1,58 @@
-"""CLI commands for finegrain.train (filled in by its issue)."""
+"""`finegrain tune`: fine-tune a model with a recipe, or resume a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
+
+from finegrain.errors import UserError
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _choice(value: Optional[str], allowed: tuple[str, ...], option: str) -> Optional[str]:
+    if value is not None and value not in allowed:
+        raise UserError(f"{option} must be one of {', '.join(allowed)}, got '{value}'")
+    return value
+
+
+def tune(
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="A shipped recipe name or a YAML file."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe field: key=value (repeatable)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where the run goes (default runs/<recipe>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto | default | mirrored | multiworker."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="float32 | mixed_bfloat16 | mixed_float16."),
+    xla: Optional[bool] = typer.Option(None, "--xla/--no-xla", help="Jit-compile the train step with XLA."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of progress bars."),
+) -> None:
+    """Fine-tune a model with a recipe (see `finegrain recipes`); `--resume RUN_DIR` continues a run."""
+    _choice(strategy, STRATEGIES, "--strategy")
+    _choice(precision, PRECISIONS, "--precision")
+    if resume is not None and (recipe is not None or set_ or run_dir is not None):
+        raise UserError("--resume continues a run with its saved recipe: drop --recipe/--set/--run-dir")
+    if resume is None and recipe is None:
+        raise UserError("give --recipe NAME|PATH (see `finegrain recipes`) or --resume RUN_DIR")
+
+    from finegrain.train.progress import LogReporter, RichReporter
+    from finegrain.train.recipe import load_recipe
+
+    loaded = load_recipe(recipe, set_ or []) if recipe is not None else None
+    if resume is None:
+        from finegrain.train.rundir import default_run_dir
+
+        run_dir = run_dir or default_run_dir(loaded.name)
+    from finegrain.cli.console import err
+    from finegrain.train.engine import tune as run_tune
+
+    reporter = LogReporter() if quiet else RichReporter(err)
+    run_tune(loaded, resume or run_dir, resume=resume is not None, strategy=strategy, precision=precision,
+             xla=xla, reporter=reporter)
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("tune")(tune)

@@ -69,14 +69,15 @@ def _eval_batches(split: Any, **kwargs: Any) -> tf.data.Dataset:
 
 
 def _set_bn_momentum(model: keras.Model, momentum: float) -> None:
-    try:
-        from finegrain.models import set_bn_momentum
-    except ImportError:  # the models package may not offer it; BN layers are plain Keras ones
-        for layer in model._flatten_layers(include_self=False, recursive=True):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = momentum
-        return
+    from finegrain.models import set_bn_momentum
+
     set_bn_momentum(model, momentum)
+
+
+def _steps_per_epoch(num_examples: int, batch_size: int, mixup_type: int) -> int:
+    from finegrain.data import pipeline
+
+    return pipeline.steps_per_epoch(num_examples, batch_size, mixup_type)
 
 
 def _set_keep_prob(model: keras.Model, keep_prob: float) -> None:
@@ -156,6 +157,11 @@ def build_model(recipe: Recipe, num_classes: int, *, init: str | None | bool = T
         return model
     if not os.path.exists(source) and not os.path.exists(source + ".index"):
         raise UserError(f"model.init {source} does not exist (a .weights.h5 file, a TF1 checkpoint or a run directory)")
+    if source.endswith(".h5"):
+        # A Keras weights file may carry another classifier: every layer that fits is loaded.
+        model = _create_model(m.arch, **kwargs)
+        model.load_weights(source, skip_mismatch=True)
+        return model
     return _create_model(m.arch, weights=source, **kwargs)
 
 
@@ -178,7 +184,7 @@ def evaluate_model(model: keras.Model, recipe: Recipe, split: Any, *, batch_size
     """Classification: top-1/top-5 accuracy. Retrieval: Recall@K on embeddings of `split`."""
     d = recipe.data
     batches = _eval_batches(split, image_size=d.image_size, preprocessing=d.preprocessing,
-                            batch_size=batch_size or min(recipe.train.batch_size, 256))
+                            batch_size=batch_size or min(max(recipe.train.batch_size, 64), 256))
     predict = predict or make_predict(model, recipe)
     outputs, labels = [], []
     for images, batch_labels in batches:
@@ -302,6 +308,10 @@ def tune(recipe: Recipe | None, run_dir: str | os.PathLike, *, resume: bool = Fa
     if not resume and chief:
         rundir.prepare_new(run_dir)
     work_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="finegrain-worker-"))
+    # Process-wide settings, put back afterwards so a library caller's later work is not affected.
+    from tensorflow.python.framework import config as tf_config
+
+    determinism_was_on = tf_config.is_op_determinism_enabled()
     if rt.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(t.seed)
@@ -312,6 +322,8 @@ def tune(recipe: Recipe | None, run_dir: str | os.PathLike, *, resume: bool = Fa
                     checkpoint_every_seconds)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if rt.deterministic and not determinism_was_on:
+            tf_config.disable_op_determinism()
         if not chief:
             shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -321,9 +333,10 @@ def _run(recipe: Recipe, run_dir: Path, work_dir: Path, strat: tf.distribute.Str
     rt, t, d, m = recipe.runtime, recipe.train, recipe.data, recipe.model
     train_split = _load_split(d.source, d.train_split, data_dir=d.data_dir, seed=t.seed)
     class_names = list(train_split.class_names)
-    available = train_split.num_examples // t.batch_size
+    available = _steps_per_epoch(train_split.num_examples, t.batch_size, d.mixup_type)
     if available < 1:
-        raise UserError(f"train.batch_size={t.batch_size} is larger than the {train_split.num_examples} training images")
+        raise UserError(f"train.batch_size={t.batch_size} is too large for the {train_split.num_examples} "
+                        f"training images (mixup type 1 uses two images per example): lower it")
     steps = min(t.steps_per_epoch or available, available)
     if t.steps_per_epoch and t.steps_per_epoch > available:
         reporter.message(f"train.steps_per_epoch={t.steps_per_epoch} exceeds one pass over the data: using {available}")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 
 import pytest
 
 from finegrain.train.recipe import Recipe, recipe_from_dict
+
+# The synthetic set is generated once into a shared, versioned cache (subprocess workers inherit it).
+os.environ.setdefault("FINEGRAIN_DATA_DIR", os.path.join(tempfile.gettempdir(), "finegrain-test-data"))
 
 
 def small_recipe(**sections: dict) -> Recipe:
