@@ -9,9 +9,9 @@ Why hand-written: tf.image's adjust_contrast / adjust_brightness / adjust_satura
 formulas from PIL's ImageEnhance that AutoAugment was searched with, and the Keras 3 augmentation
 layers draw magnitudes from ranges with stateful seeds; here every op takes its exact magnitude and
 all randomness comes from a stateless seed, so results are a pure function of the seed even under a
-parallel tf.data map. Geometric ops call TF's ImageProjectiveTransformV3 kernel (the one
+parallel tf.data map. Rotate and shear call TF's ImageProjectiveTransformV3 kernel (the one
 keras.ops.image.affine_transform uses on TensorFlow) directly, as tf.data graphs must be pure TF
-whatever the Keras backend. The policy is applied as a table lookup plus two `switch_case`s over
+whatever the Keras backend; translate is the same nearest-neighbour shift done as slice + pad. The policy is applied as a table lookup plus two `switch_case`s over
 the 15 ops, so the graph holds each op once instead of once per sub-policy.
 """
 
@@ -247,14 +247,25 @@ def shear_y(image, level, sign, seed):
     return _transform(image, [1.0, 0.0, 0.0, sign * level / MAX_LEVEL * 0.3, 1.0, 0.0, 0.0, 0.0])
 
 
+def _shift(image: tf.Tensor, pixels: tf.Tensor, axis: int) -> tf.Tensor:
+    """out[i] = image[i + pixels] along `axis`, FILL outside: the nearest-neighbour translate of the
+    original, done as a slice and a pad (one copy) instead of a general projective transform."""
+    n = tf.shape(image)[axis]
+    d = tf.clip_by_value(tf.cast(tf.floor(pixels + 0.5), tf.int32), -n, n)
+    begin = [0, 0, 0]
+    size = [-1, -1, -1]
+    begin[axis], size[axis] = tf.maximum(d, 0), n - tf.abs(d)
+    paddings = [[0, 0], [0, 0], [0, 0]]
+    paddings[axis] = [tf.maximum(-d, 0), tf.maximum(d, 0)]
+    return tf.pad(tf.slice(image, tf.stack(begin), tf.stack(size)), paddings, constant_values=int(FILL))
+
+
 def translate_x(image, level, sign, seed):
-    pixels = sign * level / MAX_LEVEL * 250.0 * _size_scale(image)
-    return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
+    return _shift(image, sign * level / MAX_LEVEL * 250.0 * _size_scale(image), axis=1)
 
 
 def translate_y(image, level, sign, seed):
-    pixels = sign * level / MAX_LEVEL * 250.0 * _size_scale(image)
-    return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
+    return _shift(image, sign * level / MAX_LEVEL * 250.0 * _size_scale(image), axis=0)
 
 
 def cutout(image, level, sign, seed):

@@ -86,3 +86,16 @@ def test_geometry_ops():
         assert span_r <= side and span_c <= side and len(rows) == span_r * span_c  # a 2*pad square, clipped
         assert np.array_equal(cut[cut != 128], big[cut != 128])
     assert np.array_equal(run("Cutout", big, 0.0), big)
+
+
+def test_translate_matches_the_projective_transform():
+    from finegrain.data.autoaugment import _size_scale, _transform
+
+    image = tf.constant(photo(37, 29))
+    for level in (3.0, 7.0, 10.0):
+        for sign in (-1.0, 1.0):
+            pixels = sign * level / 10 * 250 * _size_scale(image)
+            want_x = _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
+            want_y = _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
+            assert np.array_equal(run("TranslateX", image.numpy(), level, sign), want_x)
+            assert np.array_equal(run("TranslateY", image.numpy(), level, sign), want_y)
