@@ -204,12 +204,19 @@ def evaluate_model(model: keras.Model, recipe: Recipe, split: Any, *, batch_size
 # The training step
 
 
+def batchnorm_statistics(model: keras.Model) -> list:
+    """The moving mean/variance variables of every BatchNormalization layer."""
+    return [v for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization) for v in (layer.moving_mean, layer.moving_variance)]
+
+
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
                     recipe: Recipe, global_batch: int, xla: bool = False):
     """A tf.function(batch) -> (sum of per-example losses, number correct), summed over replicas."""
     t = recipe.train
     decayed = decayed_variables(model)
     replicas = strategy.num_replicas_in_sync
+    bn_statistics = batchnorm_statistics(model) if replicas > 1 else []
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
@@ -222,6 +229,16 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, s
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        if bn_statistics:
+            # Keras BN updates its moving statistics per replica (aggregation NONE), so replicas would
+            # drift apart; averaging them each step keeps every copy equal (EMA is linear, so this is
+            # the EMA of the replica-averaged batch statistics).
+            context = tf.distribute.get_replica_context()
+            # tf.identity: a plain tensor; MWMS cannot place a reduction of the variable reads themselves.
+            local = [tf.identity(v.value) for v in bn_statistics]
+            averaged = context.all_reduce(tf.distribute.ReduceOp.MEAN, local)
+            for v, value in zip(bn_statistics, averaged):
+                v.assign(value)
         correct = tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32)
         return tf.reduce_sum(per_example), tf.reduce_sum(correct)
 
@@ -370,6 +387,9 @@ def _run(recipe: Recipe, run_dir: Path, work_dir: Path, strat: tf.distribute.Str
             rundir.write_metrics(store.history, run_dir)
     epoch0, step0, global_step = (int(counters[k].numpy()) for k in ("epoch", "step_in_epoch", "global_step"))
 
+    if isinstance(strat, tf.distribute.MultiWorkerMirroredStrategy):
+        # Workers' clocks differ; a save on one worker only would desynchronise them. Steps only.
+        checkpoint_every_seconds = math.inf
     train_step = make_train_step(model, optimizer, strat, recipe, t.batch_size, xla=rt.xla)
     writer = tf.summary.create_file_writer(str(work_dir / rundir.TENSORBOARD))
     eval_split, predict = None, make_predict(model, recipe)

@@ -54,9 +54,13 @@ def main() -> None:
     result = engine.tune(recipe, run_dir, strategy=strategy)
     equal, replicas = True, 1
     for v in result.model.weights:
-        values = [np.asarray(x) for x in getattr(v, "values", [v.value])]
+        inner = getattr(v, "_value", v)  # the tf.distribute variable behind the Keras variable
+        values = [np.asarray(x) for x in getattr(inner, "values", [inner])]
         replicas = max(replicas, len(values))
-        equal &= all(np.array_equal(values[0], other) for other in values[1:])
+        same = all(np.array_equal(values[0], other) for other in values[1:])
+        if not same:
+            print(f"replicas differ: {v.path} {type(inner).__name__} {getattr(inner, 'aggregation', None)}", file=sys.stderr)
+        equal &= same
     np.savez(out_json + ".npz", *[np.asarray(v.value) for v in result.model.weights])
     with open(out_json, "w") as f:
         json.dump({"replica_weights_equal": bool(equal), "replicas": replicas,
