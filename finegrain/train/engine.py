@@ -160,7 +160,11 @@ def build_model(recipe: Recipe, num_classes: int, *, init: str | None | bool = T
     if source.endswith(".h5"):
         # A Keras weights file may carry another classifier: every layer that fits is loaded.
         model = _create_model(m.arch, **kwargs)
-        model.load_weights(source, skip_mismatch=True)
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            model.load_weights(source, skip_mismatch=True)
+        if any("could not be loaded" in str(w.message) for w in skipped) and reporter:
+            reporter.message(f"model.init {source}: layers of another shape (the classifier) start fresh")
         return model
     return _create_model(m.arch, weights=source, **kwargs)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 
@@ -14,7 +13,7 @@ from finegrain.train.recipe import Recipe, recipe_from_dict
 os.environ.setdefault("FINEGRAIN_DATA_DIR", os.path.join(tempfile.gettempdir(), "finegrain-test-data"))
 
 
-def small_recipe(**sections: dict) -> Recipe:
+def small_recipe(**sections: object) -> Recipe:
     """A recipe that trains in seconds on 2 CPU cores: synthetic data at 32 px, a few steps."""
     values = {
         "name": "test",
@@ -26,7 +25,10 @@ def small_recipe(**sections: dict) -> Recipe:
         "runtime": {"deterministic": True},
     }
     for section, changes in sections.items():
-        values.setdefault(section, {}).update(changes)
+        if isinstance(changes, dict):
+            values.setdefault(section, {}).update(changes)
+        else:  # a top-level field such as task="retrieval"
+            values[section] = changes
     return recipe_from_dict(values)
 
 
@@ -35,5 +37,33 @@ def make_recipe():
     return small_recipe
 
 
-def replace(recipe: Recipe, section: str, **changes) -> Recipe:
-    return dataclasses.replace(recipe, **{section: dataclasses.replace(getattr(recipe, section), **changes)})
+def tiny_model(arch: str, *, num_classes: int, head: str = "linear", weights=None, input_shape=(None, None, 3),
+               **_: object):
+    """A conv net with the finegrain output contract, for tests that do not need a real architecture."""
+    import keras
+
+    from finegrain.models.layers import CosineClassifier
+
+    images = keras.Input(input_shape)
+    x = keras.layers.Rescaling(1 / 255.0)(images)
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    features = keras.layers.ReLU()(x)
+    embedding = keras.layers.GlobalAveragePooling2D()(features)
+    if head == "cosine":
+        logits = CosineClassifier(num_classes)(embedding)
+    else:
+        logits = keras.layers.Dense(num_classes, dtype="float32")(embedding)
+    model = keras.Model(images, {"features": features, "embedding": embedding, "logits": logits})
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+@pytest.fixture
+def tiny_arch(monkeypatch):
+    """Make the engine build `tiny_model` whatever model.arch says."""
+    from finegrain.train import engine
+
+    monkeypatch.setattr(engine, "_create_model", tiny_model)
+

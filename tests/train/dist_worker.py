@@ -19,19 +19,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def tiny_model(arch: str, *, num_classes: int, input_shape=(None, None, 3), **_: object):
-    import keras
-
-    images = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 255.0)(images)
-    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
-    features = keras.layers.ReLU()(x)
-    embedding = keras.layers.GlobalAveragePooling2D()(features)
-    logits = keras.layers.Dense(num_classes, dtype="float32")(embedding)
-    return keras.Model(images, {"features": features, "embedding": embedding, "logits": logits})
-
-
 def main() -> None:
     strategy, run_dir, out_json = sys.argv[1:4]
     import tensorflow as tf
@@ -44,7 +31,7 @@ def main() -> None:
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from conftest import small_recipe
+    from conftest import small_recipe, tiny_model
 
     from finegrain.train import engine
 
