@@ -75,10 +75,11 @@ def test_fixed_padding_conv_pads_floor_ceil_then_valid():
     assert FixedPaddingConv2D(3, 3, strides=1)(x).shape == (1, 9, 8, 3)  # stride 1: SAME
 
 
-def test_upsample_add_is_relu_of_little_plus_nearest_upsampled_big():
+@pytest.mark.parametrize("little_hw", [(6, 8), (5, 8)])  # exactly 2x big (fast path), odd (cropped)
+def test_upsample_add_is_relu_of_little_plus_nearest_upsampled_big(little_hw):
     big = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
-    little = RNG.standard_normal((2, 5, 8, 5)).astype(np.float32)  # odd height: upsampled map is cropped
-    expected = np.maximum(little + big.repeat(2, axis=1).repeat(2, axis=2)[:, :5, :8], 0)
+    little = RNG.standard_normal((2, *little_hw, 5)).astype(np.float32)
+    expected = np.maximum(little + big.repeat(2, axis=1).repeat(2, axis=2)[:, : little_hw[0], : little_hw[1]], 0)
     np.testing.assert_allclose(_np(UpsampleAdd()([little, big])), expected, rtol=1e-6)
 
 
