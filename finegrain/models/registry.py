@@ -17,7 +17,7 @@ import keras
 
 from finegrain.errors import UserError
 from finegrain.models import resnet
-from finegrain.models.heads import build_head
+from finegrain.models.heads import build_head, check_head_options
 from finegrain.models.layers import BN_MOMENTUM, DropBlock, Preprocess, new_keep_prob_variable
 
 IMAGENET_CLASSES = 1001  # the official heads: index 0 is "background"
@@ -88,6 +88,7 @@ def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_si
     new head keeps its fresh initialisation (fine-tuning).
     """
     entry = model_entry(name)
+    check_head_options(num_classes, embedding_size, pooling, head)  # before the seconds-long build
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise UserError(f"input_shape must be (height, width, 3) with RGB channels last, got {input_shape}")
     images = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")

@@ -132,3 +132,22 @@ def test_keep_prob_variable_is_float32_under_mixed_precision():
         assert keep_prob.dtype == "float32" and float(_np(keep_prob)) == pytest.approx(0.9)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def test_changing_keep_prob_takes_effect_without_retracing():
+    import tensorflow as tf
+
+    keep_prob = new_keep_prob_variable(1.0)
+    layer = DropBlock(block_size=3, keep_prob=keep_prob, seed=5)
+    traces = []
+
+    @tf.function
+    def step(x):
+        traces.append(1)
+        return layer(x, training=True)
+
+    x = tf.ones((2, 10, 10, 4))
+    np.testing.assert_array_equal(step(x).numpy(), x.numpy())
+    keep_prob.assign(0.5)
+    assert (step(x).numpy() == 0).any()
+    assert len(traces) == 1
