@@ -49,9 +49,12 @@ class FixedPaddingConv2D(layers.Conv2D):
     input size, then VALID; Keras' own "same" would pad asymmetrically depending on the input size.
     """
 
-    def __init__(self, filters: int, kernel_size: int, strides: int = 1, **kwargs: Any) -> None:
+    def __init__(self, filters: int, kernel_size: int | tuple, strides: int | tuple = 1, **kwargs: Any) -> None:
         kwargs.setdefault("use_bias", False)
         kwargs.setdefault("kernel_initializer", "variance_scaling")
+        kwargs.pop("padding", None)  # decided by the stride (from_config passes it back)
+        kernel_size = kernel_size if isinstance(kernel_size, int) else kernel_size[0]
+        strides = strides if isinstance(strides, int) else strides[0]
         super().__init__(
             filters, kernel_size, strides=strides, padding="same" if strides == 1 else "valid", **kwargs
         )
@@ -74,11 +77,6 @@ class FixedPaddingConv2D(layers.Conv2D):
 
     def compute_output_shape(self, input_shape):
         return super().compute_output_shape(self._padded_shape(input_shape))
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.pop("padding", None)
-        return config
 
 
 def batch_norm(name: str, momentum: float = BN_MOMENTUM, dtype: Any = None) -> layers.BatchNormalization:

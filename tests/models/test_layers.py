@@ -73,6 +73,8 @@ def test_fixed_padding_conv_pads_floor_ceil_then_valid():
     assert conv.bias is None
     assert FixedPaddingConv2D(3, 7, strides=2)._pad == (3, 3)
     assert FixedPaddingConv2D(3, 3, strides=1)(x).shape == (1, 9, 8, 3)  # stride 1: SAME
+    clone = FixedPaddingConv2D.from_config(conv.get_config())
+    assert clone._pad == (1, 1) and clone.strides == (2, 2) and clone.padding == "valid"
 
 
 @pytest.mark.parametrize("little_hw", [(6, 8), (5, 8)])  # exactly 2x big (fast path), odd (cropped)
