@@ -49,8 +49,13 @@ def tune(
     from finegrain.train.engine import tune as run_tune
 
     reporter = LogReporter() if quiet else RichReporter(err)
-    run_tune(loaded, resume or run_dir, resume=resume is not None, strategy=strategy, precision=precision,
-             xla=xla, reporter=reporter)
+    target = resume or run_dir
+    try:
+        run_tune(loaded, target, resume=resume is not None, strategy=strategy, precision=precision, xla=xla,
+                 reporter=reporter)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: continue with  finegrain tune --resume {target}", highlight=False)
+        raise typer.Exit(130) from None
 
 
 def register(app: typer.Typer) -> None:

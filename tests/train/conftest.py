@@ -46,9 +46,11 @@ def tiny_model(arch: str, *, num_classes: int, head: str = "linear", weights=Non
 
     images = keras.Input(input_shape)
     x = keras.layers.Rescaling(1 / 255.0)(images)
-    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
-    features = keras.layers.ReLU()(x)
+    for filters, stride in ((16, 2), (32, 2), (32, 1)):
+        x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+    features = x
     embedding = keras.layers.GlobalAveragePooling2D()(features)
     if head == "cosine":
         logits = CosineClassifier(num_classes)(embedding)
