@@ -341,6 +341,11 @@ def tune(recipe: Recipe | None, run_dir: str | os.PathLike, *, resume: bool = Fa
     try:
         return _run(recipe, run_dir, work_dir, strat, chief, resume, reporter, checkpoint_every_steps,
                     checkpoint_every_seconds)
+    except BaseException:
+        if not resume and chief and not (run_dir / rundir.CHECKPOINTS / rundir.STATE).exists():
+            # Nothing to resume yet: leave no half-made run directory that would block a retry.
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         if rt.deterministic and not determinism_was_on:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from finegrain.errors import UserError
 from finegrain.train import engine, rundir
 from finegrain.train.progress import Reporter
 
@@ -69,7 +70,7 @@ def test_init_from_a_previous_run_and_from_a_weights_file(tiny_arch, tmp_path):
     model = engine.build_model(small_recipe(model={"init": str(tmp_path / "first" / rundir.WEIGHTS)}), 3)
     np.testing.assert_array_equal(np.asarray(model.weights[0].value), np.asarray(first.model.weights[0].value))
     assert model.output["logits"].shape[-1] == 3
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         engine.build_model(small_recipe(model={"init": str(tmp_path / "nowhere.weights.h5")}), 3)
 
 
@@ -84,6 +85,13 @@ def test_resume_from_a_mid_epoch_checkpoint(tiny_arch, tmp_path):
     for a, b in zip(reference.model.weights, resumed.model.weights):
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value), err_msg=a.path)
     assert resumed.history[1]["train_loss"] == pytest.approx(reference.history[1]["train_loss"])
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tiny_arch, tmp_path):
+    recipe = small_recipe(model={"init": str(tmp_path / "missing.weights.h5")})
+    with pytest.raises(UserError, match="does not exist"):
+        engine.tune(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # so the same --run-dir can be used again
 
 
 def test_tiny_model_follows_the_output_contract():
