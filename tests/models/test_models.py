@@ -46,13 +46,16 @@ def test_registry_lists_the_family_and_rejects_unknown_names():
         create_model("resnet50", head="arcface")
 
 
-@pytest.mark.parametrize("arch", list(SPEC_PARAMS))
+R152 = pytest.param("assemble_resnet152", marks=pytest.mark.slow)  # ~10-20 s to build; built once per session
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "assemble_resnet50", R152])
 def test_parameter_counts_equal_the_spec(arch, built_models):
     model = built_models(arch)
     assert (_count(model.trainable_weights), _count(model.non_trainable_weights)) == SPEC_PARAMS[arch]
 
 
-@pytest.mark.parametrize("arch", ["resnet50", "assemble_resnet50", "assemble_resnet152", "assemble_resnet50_ir"])
+@pytest.mark.parametrize("arch", ["resnet50", "assemble_resnet50", R152, "assemble_resnet50_ir"])
 def test_forward_shapes_square_and_non_square(arch, built_models):
     model = built_models(arch)
     for (height, width), feature_hw in (((64, 64), (2, 2)), ((64, 96), (2, 3))):

@@ -10,7 +10,7 @@ from finegrain.models import create_model
 from finegrain.models.tf1 import checkpoint_head, load_tf1_checkpoint, resolve_checkpoint, tf1_variable_map
 from tests.models.conftest import fake_values, read_manifest, training_extras, write_tf1_checkpoint
 
-ARCHS = ["resnet50", "assemble_resnet50", "assemble_resnet152"]
+ARCHS = ["resnet50", "assemble_resnet50", pytest.param("assemble_resnet152", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
