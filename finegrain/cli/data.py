@@ -12,6 +12,13 @@ from finegrain.cli.console import err, out
 DATA_DIR_HELP = "Data directory (default: $FINEGRAIN_DATA_DIR, else ~/finegrain_data)."
 
 
+def _quiet_absl() -> None:
+    """tensorflow-datasets logs harmless warnings through absl (e.g. for half-written folders)."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
 def fetch(
     name: str = typer.Argument(..., help="food101, flowers102, cub200, cars196, sop or synthetic."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -32,6 +39,7 @@ def fetch(
         return
     from finegrain.data.tfds_source import fetch_tfds, split_sizes
 
+    _quiet_absl()
     err.print(f"fetching {record.title} ({record.tfds_name}) into {where}")
     made = fetch_tfds(name, data_dir=where, manual_dir=manual_dir)
     sizes = ", ".join(f"{k} {v:,}" for k, v in split_sizes(name, where).items())
@@ -46,12 +54,13 @@ def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
     from rich.table import Table
 
     from finegrain.data.catalog import CATALOG, resolve_data_dir
-    from finegrain.data.synthetic import synthetic_dir
+    from finegrain.data.synthetic import DEFAULTS as SYNTHETIC, synthetic_dir
     from finegrain.data.tfds_source import split_sizes
 
+    _quiet_absl()
     where = resolve_data_dir(data_dir)
     table = Table(title=f"data sets under {where}")
-    for column in ("name", "classes", "prepared", "splits (prepared)", "paper sizes"):
+    for column in ("name", "classes", "prepared", "images per split", "paper"):
         table.add_column(column)
     for record in CATALOG.values():
         if record.tfds_name:
@@ -60,7 +69,9 @@ def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
             split_text = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
         else:
             prepared = (synthetic_dir(where) / "DONE").exists()
-            split_text = "generated on first use" if not prepared else "train, test"
+            n = record.num_classes
+            split_text = (f"train {n * SYNTHETIC['train_per_class']}, test {n * SYNTHETIC['test_per_class']}"
+                          if prepared else "generated on first use")
         paper = ", ".join(f"{k} {v:,}" for k, v in record.paper_sizes.items())
         table.add_row(record.name, f"{record.num_classes:,}", "yes" if prepared else "no", split_text or "-", paper)
     out.print(table)

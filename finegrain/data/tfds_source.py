@@ -144,12 +144,14 @@ def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> s
 
 
 def split_sizes(name: str, data_dir: str | Path | None = None) -> dict[str, int]:
-    """Sizes of the prepared tfds splits (empty if not prepared)."""
+    """Image counts of our named splits (train, test, retrieval_*) of a prepared data set; {} if not prepared.
+
+    Class-range splits count labels once (one pass over the records, cached under the data dir)."""
     record = get_record(name)
-    builder = _builder(record, resolve_data_dir(data_dir))
-    if not builder.is_prepared():
+    data_dir = resolve_data_dir(data_dir)
+    if not _builder(record, data_dir).is_prepared():
         return {}
-    return {k: int(v.num_examples) for k, v in builder.info.splits.items()}
+    return {split: load_tfds_split(record, spec, data_dir)[2] for split, spec in record.splits.items()}
 
 
 def _label_index(builder: Any, record: DatasetRecord, tfds_split: str, data_dir: Path) -> np.ndarray:

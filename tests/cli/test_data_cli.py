@@ -34,11 +34,11 @@ def test_fetch_tfds_second_run_says_ready(tmp_path, capsys, monkeypatch):
     register_fake_checksums(monkeypatch, "flowers102", manual)
     args = ["fetch", "flowers102", "--data-dir", str(tmp_path / "data"), "--manual-dir", str(manual)]
     code, text = run_cli(args, capsys)
-    assert code == 0 and "prepared" in text and "train 2" in text
+    assert code == 0 and "prepared" in text and "train 3" in text and "test 3" in text  # train = train + validation
     code, text = run_cli(args, capsys)
     assert code == 0 and "ready" in text and "nothing to do" in text
     code, text = run_cli(["datasets", "--data-dir", str(tmp_path / "data")], capsys)
-    assert code == 0 and "flowers102" in text and "sop" in text and "yes" in text
+    assert code == 0 and "flowers102" in text and "sop" in text and "yes" in text and "train 3" in text
 
 
 def test_fetch_failure_is_one_line_naming_files(tmp_path, capsys, monkeypatch):
