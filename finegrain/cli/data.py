@@ -8,15 +8,20 @@ from typing import Optional
 import typer
 
 from finegrain.cli.console import err, out
+from finegrain.data.catalog import DATA_DIR_ENV, DEFAULT_DATA_DIR  # no TensorFlow behind this import
 
-DATA_DIR_HELP = "Data directory (default: $FINEGRAIN_DATA_DIR, else ~/finegrain_data)."
+DATA_DIR_HELP = f"Data directory (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})."
 
 
-def _quiet_absl() -> None:
-    """tensorflow-datasets logs harmless warnings through absl (e.g. for half-written folders)."""
+def _quiet_logs() -> None:
+    """Hide tensorflow-datasets' absl warnings (e.g. half-written folders) and urllib3's per-retry lines:
+    a failed download ends in one message of ours."""
+    import logging
+
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def fetch(
@@ -39,7 +44,7 @@ def fetch(
         return
     from finegrain.data.tfds_source import fetch_tfds, split_sizes
 
-    _quiet_absl()
+    _quiet_logs()
     err.print(f"fetching {record.title} ({record.tfds_name}) into {where}")
     made = fetch_tfds(name, data_dir=where, manual_dir=manual_dir)
     sizes = ", ".join(f"{k} {v:,}" for k, v in split_sizes(name, where).items())
@@ -57,7 +62,7 @@ def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
     from finegrain.data.synthetic import DEFAULTS as SYNTHETIC, synthetic_dir
     from finegrain.data.tfds_source import split_sizes
 
-    _quiet_absl()
+    _quiet_logs()
     where = resolve_data_dir(data_dir)
     table = Table(title=f"data sets under {where}")
     for column in ("name", "classes", "prepared", "images per split", "paper"):
