@@ -90,3 +90,17 @@ def test_failed_download_names_the_missing_files(tmp_path, monkeypatch):
     assert "cars_train.tgz" not in put and "cars_train.tgz" in replace
     assert str(manual) in message and "--manual-dir" in message
     assert "\n" not in message
+
+
+def test_pipelines_read_tfds_splits(prepared):
+    from finegrain.data.pipeline import eval_batches, train_batches
+
+    data_dir, _ = prepared
+    split = load_split("cub200", "retrieval_train", data_dir=data_dir)
+    run = lambda: [(x.numpy(), y.numpy()) for x, y in train_batches(split, image_size=16, preprocessing="reid", batch_size=2, seed=3)]  # noqa: E731
+    first, second = run(), run()
+    assert len(first) == 2 and first[0][0].shape == (2, 16, 16, 3) and first[0][1].shape == (2, 100)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, second))
+    test = load_split("flowers102", "test", data_dir=data_dir)
+    labels = np.concatenate([y.numpy() for _, y in eval_batches(test, image_size=16, preprocessing="imagenet", batch_size=2)])
+    assert labels.tolist() == labels_of(test)
