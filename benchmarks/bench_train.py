@@ -75,15 +75,19 @@ def main() -> None:
             start = time.perf_counter()
             turn()
             rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
-        print(f"round {round_index + 1}: engine {rates['engine'][-1]:.2f} img/s, fit {rates['fit'][-1]:.2f} img/s",
-              flush=True)
+        print(f"round {round_index + 1}: engine {rates['engine'][-1]:.2f} img/s, fit {rates['fit'][-1]:.2f} img/s, "
+              f"ratio {rates['engine'][-1] / rates['fit'][-1]:.2f}x", flush=True)
 
     engine_rate, fit_rate = statistics.median(rates["engine"]), statistics.median(rates["fit"])
+    # On a shared machine the load drifts between rounds; the ratio within a round (back-to-back turns)
+    # is steadier than the ratio of medians, so both are printed.
+    round_ratio = statistics.median(a / b for a, b in zip(rates["engine"], rates["fit"]))
     print(f"\nbatch {args.batch}, {args.size}x{args.size}, {args.precision}, CPU threads default, "
           f"{args.rounds} turns x {args.steps} steps each (median)")
     print(f"assemble_resnet50 via finegrain engine step : {engine_rate:8.2f} img/s")
     print(f"keras.applications.ResNet50 model.fit       : {fit_rate:8.2f} img/s")
-    print(f"ratio engine / fit                          : {engine_rate / fit_rate:8.2f}x  (target >= 0.60x)")
+    print(f"ratio of medians engine / fit               : {engine_rate / fit_rate:8.2f}x")
+    print(f"median of per-round ratios engine / fit     : {round_ratio:8.2f}x  (target >= 0.60x)")
 
 
 if __name__ == "__main__":
