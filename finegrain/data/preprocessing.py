@@ -117,19 +117,21 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
 def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, image_size: int, preprocessing: str) -> tf.Tensor:
     """Training preprocessing of one encoded image -> uint8 [image_size, image_size, 3]. `seed`: int [2]."""
     g = geometry(preprocessing)
-    crop_seed, flip_seed, branch_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    # The crop draws from `seed`, the coins from the next Philox key: one random op instead of a
+    # split and a draw per use (each random op costs ~25 us in a tf.data map).
+    flip_coin, branch_coin = tf.unstack(tf.random.stateless_uniform([2], seed + tf.constant([0, 1], seed.dtype)))
     if g.train == "inception_crop":
-        image = _resize(decode_window(encoded, _random_crop_window(crop_seed)), image_size)
+        image = _resize(decode_window(encoded, _random_crop_window(seed)), image_size)
     else:  # reid: p=0.5 resize to 256/224 x size then random crop, else resize straight to size
         image = decode_window(encoded, None)
         big = _scaled(g.eval_resize, image_size)
         image = tf.cond(
-            tf.random.stateless_uniform([], branch_seed) < 0.5,
-            lambda: tf.image.stateless_random_crop(_resize(image, big), [image_size, image_size, 3], crop_seed),
+            branch_coin < 0.5,
+            lambda: tf.image.stateless_random_crop(_resize(image, big), [image_size, image_size, 3], seed),
             lambda: _resize(image, image_size),
         )
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = to_uint8(image)
+    image = tf.cond(flip_coin < 0.5, lambda: tf.reverse(image, [1]), lambda: image)  # flip on uint8: 4x fewer bytes
     image.set_shape([image_size, image_size, 3])
     return image
 
