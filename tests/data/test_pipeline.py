@@ -44,6 +44,23 @@ def test_mixup_soft_labels_sum_to_one(train, mixup_type):
     assert images.min() >= 0 and images.max() <= 255
 
 
+def test_mixup_type_1_mixes_consecutive_images_with_their_label_weights(train):
+    common = dict(image_size=16, preprocessing="imagenet", autoaugment="good", seed=3, epoch=1)
+    x, y = next(iter(train_batches(train, batch_size=16, **common)))  # the same stream, unmixed
+    mixed_x, mixed_y = next(iter(train_batches(train, batch_size=8, mixup_type=1, **common)))
+    x, y, mixed_x, mixed_y = x.numpy(), y.numpy(), mixed_x.numpy(), mixed_y.numpy()
+    checked = 0
+    for j in range(8):
+        a, b = np.argmax(y[2 * j]), np.argmax(y[2 * j + 1])
+        if a == b:
+            continue  # lambda cannot be read off the labels
+        lam = mixed_y[j, a]
+        np.testing.assert_allclose(mixed_y[j, b], 1.0 - lam, atol=1e-6)
+        np.testing.assert_allclose(mixed_x[j], x[2 * j + 1] + lam * (x[2 * j] - x[2 * j + 1]), atol=1e-3)
+        checked += 1
+    assert checked >= 4
+
+
 @pytest.mark.parametrize("preprocessing", list(PREPROCESSING))
 def test_preprocessing_types_give_the_promised_sizes(train, preprocessing):
     x, y = next(iter(train_batches(train, image_size=40, preprocessing=preprocessing, batch_size=4)))
