@@ -150,6 +150,10 @@ def build_model(recipe: Recipe, num_classes: int, *, init: str | None | bool = T
         (reporter.message if reporter else warnings.warn)(message)
     if source is None:
         return _create_model(m.arch, **kwargs)
+    if source == "official":
+        from finegrain.models.official import official_weights
+
+        source = official_weights(m.arch)
     if rundir.is_run_dir(source):
         previous, _, _ = rundir.load_run(source)
         model = _create_model(m.arch, **kwargs)

@@ -45,8 +45,8 @@ class ModelConfig:
     arch: str = _doc("assemble_resnet50", "a model name from `finegrain models`")
     init: str | None = _doc(
         None,
-        "null = from scratch (warns); a .weights.h5 file, an official TF1 checkpoint "
-        "(directory or model.ckpt-N prefix) or a finegrain run directory",
+        "null = from scratch (warns); official = the released ImageNet weights under $FINEGRAIN_WEIGHTS_DIR; "
+        "a .weights.h5 file, an official TF1 checkpoint (directory or model.ckpt-N prefix) or a finegrain run directory",
     )
     pooling: str = _choice("avg", "avg", "gem", doc="global pooling before the embedding")
     embedding_size: int = _doc(0, "0 = the pooled features are the embedding; >0 adds conv+BN to this size")

@@ -98,3 +98,16 @@ def test_tiny_model_follows_the_output_contract():
     model = tiny_model("x", num_classes=4, head="cosine")
     out = model(np.zeros((1, 16, 16, 3), "float32"))
     assert set(out) == {"features", "embedding", "logits"} and out["logits"].shape == (1, 4)
+
+
+def test_init_official_finds_the_weights_dir_or_says_where_to_put_them(tiny_arch, tmp_path, monkeypatch):
+    first = engine.tune(small_recipe(train={"epochs": 1, "steps_per_epoch": 1}), tmp_path / "first")
+    monkeypatch.setenv("FINEGRAIN_WEIGHTS_DIR", str(tmp_path / "weights"))
+    recipe = small_recipe(model={"init": "official"})
+    with pytest.raises(UserError, match=r"official ImageNet weights for .* not found: download the checkpoint from https://drive\.google"):
+        engine.build_model(recipe, 10)
+    (tmp_path / "weights").mkdir()
+    first.model.save_weights(str(tmp_path / "weights" / f"{recipe.model.arch}.weights.h5"))
+    model = engine.build_model(recipe, 10)
+    for a, b in zip(first.model.weights, model.weights):
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
