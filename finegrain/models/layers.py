@@ -79,9 +79,11 @@ class FixedPaddingConv2D(layers.Conv2D):
         return super().compute_output_shape(self._padded_shape(input_shape))
 
 
-def batch_norm(name: str, momentum: float = BN_MOMENTUM, dtype: Any = None) -> layers.BatchNormalization:
+def batch_norm(name: str, momentum: float = BN_MOMENTUM, dtype: Any = None,
+               zero_gamma: bool = False) -> layers.BatchNormalization:
     """BatchNorm with the original's settings (epsilon 1e-5, momentum 0.997 unless changed)."""
-    return layers.BatchNormalization(momentum=momentum, epsilon=BN_EPSILON, name=name, dtype=dtype)
+    return layers.BatchNormalization(momentum=momentum, epsilon=BN_EPSILON, name=name, dtype=dtype,
+                                     gamma_initializer="zeros" if zero_gamma else "ones")
 
 
 @keras.saving.register_keras_serializable("finegrain")

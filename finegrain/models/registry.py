@@ -60,8 +60,9 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def _spec_builder(spec: resnet.ResNetSpec) -> Callable:
-    def build(images, *, bn_momentum: float, keep_prob):
-        return resnet.build_backbone(images, spec, bn_momentum=bn_momentum, keep_prob=keep_prob)[0]
+    def build(images, *, bn_momentum: float, keep_prob, zero_init_residual: bool = False):
+        return resnet.build_backbone(images, spec, bn_momentum=bn_momentum, keep_prob=keep_prob,
+                                     zero_init_residual=zero_init_residual)[0]
 
     return build
 
@@ -79,8 +80,12 @@ def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_si
                  pooling: str = "avg", head: str = "linear", dropblock: bool = False,
                  weights: str | os.PathLike | None = None,
                  input_shape: tuple[int | None, int | None, int] = (None, None, 3),
-                 bn_momentum: float = BN_MOMENTUM) -> keras.Model:
+                 bn_momentum: float = BN_MOMENTUM, zero_init_residual: bool = False) -> keras.Model:
     """Build a registered model: RGB 0..255 (uint8 or float) in, {"features","embedding","logits"} out.
+
+    `zero_init_residual`: start the last BatchNorm gamma of every residual branch at 0, so each block
+    begins as the identity (Goyal et al. 2017); it stabilises training from scratch and is irrelevant
+    when weights are loaded (they overwrite every gamma).
 
     `weights`: a Keras weights file (`*.weights.h5`) or an official TF1 checkpoint (a directory with a
     `checkpoint` file or a `model.ckpt-N` prefix). From a TF1 checkpoint every backbone variable is
@@ -94,7 +99,7 @@ def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_si
     images = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")
     keep_prob = new_keep_prob_variable() if dropblock else None
     features = entry.build_features(Preprocess(name="preprocess")(images), bn_momentum=bn_momentum,
-                                    keep_prob=keep_prob)
+                                    keep_prob=keep_prob, zero_init_residual=zero_init_residual)
     outputs = build_head(features, num_classes=num_classes, embedding_size=embedding_size, pooling=pooling,
                          head=head, bn_momentum=bn_momentum)
     model = keras.Model(images, outputs, name=name)

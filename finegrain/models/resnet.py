@@ -73,8 +73,10 @@ class _Scope:
 class _Builder:
     """Functional-graph helpers that share the spec, BN momentum and the DropBlock keep-prob variable."""
 
-    def __init__(self, spec: ResNetSpec, bn_momentum: float, keep_prob: keras.Variable | None) -> None:
+    def __init__(self, spec: ResNetSpec, bn_momentum: float, keep_prob: keras.Variable | None,
+                 zero_init_residual: bool = False) -> None:
         self.spec = spec
+        self.zero_init_residual = zero_init_residual
         self.bn_momentum = bn_momentum
         self.keep_prob = keep_prob  # None: DropBlock off
 
@@ -82,8 +84,8 @@ class _Builder:
     def conv(self, x, scope: _Scope, filters: int, kernel_size: int, strides: int = 1):
         return FixedPaddingConv2D(filters, kernel_size, strides, name=scope.unique("conv2d"))(x)
 
-    def bn(self, x, scope: _Scope):
-        return batch_norm(scope.unique("batch_normalization"), self.bn_momentum)(x)
+    def bn(self, x, scope: _Scope, zero_gamma: bool = False):
+        return batch_norm(scope.unique("batch_normalization"), self.bn_momentum, zero_gamma=zero_gamma)(x)
 
     def conv_bn(self, x, scope: _Scope, filters: int, kernel_size: int, strides: int = 1, relu: bool = True):
         x = self.bn(self.conv(x, scope, filters, kernel_size, strides), scope)
@@ -127,7 +129,7 @@ class _Builder:
             y = layers.ReLU()(drop(self.bn(self.conv(y, scope, filters, 3, mid_strides), scope)))
         if blur:
             y = BlurDownsample()(y)
-        y = drop(self.bn(self.conv(y, scope, EXPANSION * filters, 1), scope))
+        y = drop(self.bn(self.conv(y, scope, EXPANSION * filters, 1), scope, zero_gamma=self.zero_init_residual))
         y = layers.Add()([y, shortcut])
         return layers.ReLU()(y) if last_relu else y
 
@@ -190,13 +192,13 @@ class _Builder:
 
 
 def build_backbone(images, spec: ResNetSpec, *, bn_momentum: float = BN_MOMENTUM,
-                   keep_prob: keras.Variable | None = None):
+                   keep_prob: keras.Variable | None = None, zero_init_residual: bool = False):
     """Preprocessed images -> final feature map [B, h, w, 2048]; `keep_prob` set turns DropBlock on.
 
     Returns the feature map and the root scope (the head continues its TF1 numbering).
     """
     root = _Scope()
-    return _Builder(spec, bn_momentum, keep_prob).backbone(images, root), root
+    return _Builder(spec, bn_momentum, keep_prob, zero_init_residual).backbone(images, root), root
 
 
 RESNET50 = ResNetSpec(block_sizes=(3, 4, 6, 3))

@@ -148,8 +148,8 @@ def build_model(recipe: Recipe, num_classes: int, *, init: str | None | bool = T
     if init is True and source is None:
         message = f"warning: model.init is not set: training {m.arch} from scratch (no pretrained weights)"
         (reporter.message if reporter else warnings.warn)(message)
-    if source is None:
-        return _create_model(m.arch, **kwargs)
+    if source is None:  # from scratch: residual blocks start as identities (stable without pretraining)
+        return _create_model(m.arch, zero_init_residual=True, **kwargs)
     if source == "official":
         from finegrain.models.official import official_weights
 

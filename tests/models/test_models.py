@@ -158,3 +158,15 @@ def test_set_bn_momentum_reaches_nested_batchnorms():
     momenta = {layer.momentum for layer in model._flatten_layers()
                if isinstance(layer, keras.layers.BatchNormalization)}
     assert momenta == {0.9}
+
+
+def test_zero_init_residual_zeroes_only_the_last_gamma_of_each_block():
+    import keras as _keras
+
+    def zero_gammas(model):
+        bns = [l for l in model.layers if isinstance(l, _keras.layers.BatchNormalization)]
+        return sum(not np.any(np.asarray(l.gamma.value)) for l in bns), len(bns)
+
+    zeroed, total = zero_gammas(create_model("resnet50", num_classes=10, zero_init_residual=True))
+    assert zeroed == 16 and total == 53  # one per bottleneck block (3+4+6+3); stem and shortcuts keep 1
+    assert zero_gammas(create_model("resnet50", num_classes=10))[0] == 0  # faithful default
