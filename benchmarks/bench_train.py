@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     args = parser.parse_args()
 
+    import finegrain  # noqa: F401  (first: its CPU-kernel default must be set before TensorFlow loads)
     import keras
     import numpy as np
     import tensorflow as tf
