@@ -19,6 +19,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import finegrain  # noqa: E402,F401  (before TensorFlow loads: sets its CPU-kernel default as for users)
+
 
 def build_models(size: int) -> dict:
     import keras

@@ -4,3 +4,5 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import finegrain  # noqa: E402,F401  (before any test imports TensorFlow: sets its CPU-kernel default as for users)
