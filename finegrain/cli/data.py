@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from finegrain.cli.console import err, out
+from finegrain.cli.console import err, out, start_tensorflow
 from finegrain.data.catalog import DATA_DIR_ENV, DEFAULT_DATA_DIR  # no TensorFlow behind this import
 
 DATA_DIR_HELP = f"Data directory (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})."
@@ -42,6 +42,7 @@ def fetch(
         folder, made = ensure_synthetic(where)
         out.print(f"{name}: {'generated' if made else 'ready'} at {folder}" + ("" if made else " (nothing to do)"))
         return
+    start_tensorflow()
     from finegrain.data.tfds_source import fetch_tfds, split_sizes
 
     _quiet_logs()

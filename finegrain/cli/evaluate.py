@@ -92,7 +92,7 @@ def retrieval_eval(
     """
     import numpy as np
 
-    from finegrain.cli.console import err, out
+    from finegrain.cli.console import err, out, start_tensorflow
     from finegrain.evaluate import metrics as m
 
     if embeddings is not None or labels is not None:
@@ -105,6 +105,7 @@ def retrieval_eval(
         x, y = _load_array(embeddings, "embeddings"), _load_array(labels, "labels")
         split_info, source_desc, default_ks = None, f"embeddings {embeddings}", DEFAULT_KS
     else:
+        start_tensorflow()
         split_info = _load_split(dataset, data, split, data_dir)
         source = _model_source(model, arch, num_classes)
         from finegrain.evaluate.embed import split_outputs
@@ -183,7 +184,9 @@ def eval_classification(
     - per-class accuracy: correct / images of the class.
     - confusions: (true, predicted) pairs with the most errors.
     """
-    from finegrain.cli.console import out
+    from finegrain.cli.console import out, start_tensorflow
+
+    start_tensorflow()
     from finegrain.evaluate.classify import classification_metrics, softmax
     from finegrain.evaluate.embed import split_outputs
 
@@ -243,7 +246,9 @@ def predict(
     """
     import numpy as np
 
-    from finegrain.cli.console import err, out
+    from finegrain.cli.console import err, out, start_tensorflow
+
+    start_tensorflow()
     from finegrain.evaluate.classify import softmax, top_k_indices
     from finegrain.evaluate.embed import load_model_source
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from finegrain.cli.console import err, out
+from finegrain.cli.console import err, out, start_tensorflow
 
 
 def models() -> None:
     """List the registered models with their parameter counts at 1001 classes (builds each: ~20 s)."""
     from rich.table import Table
 
+    start_tensorflow()
     from finegrain.models.registry import IMAGENET_CLASSES, list_models, model_entry, parameter_counts
 
     table = Table(title=f"finegrain models (parameters with a {IMAGENET_CLASSES}-way head)")
@@ -35,6 +36,7 @@ def import_weights(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
     """Convert an official TF1 checkpoint to a Keras weights file (every variable mapped and checked)."""
+    start_tensorflow()
     from finegrain.models.tf1 import import_checkpoint
 
     report = import_checkpoint(checkpoint, arch, out_file, overwrite=force)

@@ -45,7 +45,9 @@ def tune(
         from finegrain.train.rundir import default_run_dir
 
         run_dir = run_dir or default_run_dir(loaded.name)
-    from finegrain.cli.console import err
+    from finegrain.cli.console import err, start_tensorflow
+
+    start_tensorflow()
     from finegrain.train.engine import tune as run_tune
 
     reporter = LogReporter() if quiet else RichReporter(err)

@@ -94,3 +94,16 @@ def test_weights_import_errors_are_one_line(r50_checkpoint, tmp_path, capsys):
     assert "truncated or corrupt" in _main_error(capsys, "weights", "import", str(broken), "--arch", "resnet50",
                                                  "--out", out)
     assert not Path(out).exists()
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed in this environment")
+def test_a_user_error_is_the_only_line_on_stderr_even_with_tensorflow_loaded(tmp_path):
+    # As a user runs it (no TF_CPP_MIN_LOG_LEVEL set): TensorFlow's native start-up lines (abseil INFO,
+    # "failed call to cuInit" without a GPU) must not bury the one-line error.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([str(SCRIPT), "weights", "import", str(tmp_path / "nope"), "--arch", "resnet50",
+                             "--out", str(tmp_path / "x.weights.h5")],
+                            capture_output=True, text=True, env={**env, "COLUMNS": "200"}, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no TF1 checkpoint at"), result.stderr
