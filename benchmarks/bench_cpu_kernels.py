@@ -68,8 +68,10 @@ def main() -> None:
     for round_index in range(args.rounds):
         for setting in ("0", "1"):
             env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-            rates[setting].append(json.loads(out.strip().splitlines()[-1])["rate"])
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"child with TF_ENABLE_ONEDNN_OPTS={setting} failed:\n{done.stderr[-3000:]}")
+            rates[setting].append(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
         print(f"round {round_index + 1}: oneDNN off {rates['0'][-1]:.2f} img/s, on {rates['1'][-1]:.2f} img/s, "
               f"ratio {rates['1'][-1] / rates['0'][-1]:.2f}x", flush=True)
 

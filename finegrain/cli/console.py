@@ -24,21 +24,23 @@ def start_tensorflow() -> None:
     """
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
         except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            _restore_stderr(saved)
             capture.seek(0)
             sys.stderr.write(capture.read().decode(errors="replace"))
             raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+        _restore_stderr(saved)
+
+
+def _restore_stderr(saved: int) -> None:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)

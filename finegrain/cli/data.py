@@ -61,6 +61,8 @@ def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
 
     from finegrain.data.catalog import CATALOG, resolve_data_dir
     from finegrain.data.synthetic import DEFAULTS as SYNTHETIC, synthetic_dir
+
+    start_tensorflow()
     from finegrain.data.tfds_source import split_sizes
 
     _quiet_logs()

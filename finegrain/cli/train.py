@@ -8,9 +8,7 @@ from typing import Optional
 import typer
 
 from finegrain.errors import UserError
-
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from finegrain.train.recipe import PRECISIONS, STRATEGIES  # no TensorFlow behind this import
 
 
 def _choice(value: Optional[str], allowed: tuple[str, ...], option: str) -> Optional[str]:

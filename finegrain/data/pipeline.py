@@ -97,7 +97,7 @@ def train_batches(
         # 2B images -> B: images 2j and 2j + 1 of the shuffled stream are mixed into output j. The
         # batch travels as uint8 (a quarter of the bytes of float) and one XLA pass reads both
         # halves and writes the float mixture.
-        steps = split.num_examples // group
+        steps = steps_per_epoch(split.num_examples, batch_size, mixup_type)
         lams = tf.data.Dataset.from_tensor_slices(_beta([steps, batch_size], mixup_alpha, batch_base))
         ds = ds.batch(group, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = tf.data.Dataset.zip(ds, lams).map(lambda batch, lam: _mix_pairs(*batch, lam), num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -134,9 +134,7 @@ def _mix_pairs(images: tf.Tensor, labels: tf.Tensor, lam: tf.Tensor) -> tuple[tf
     """Mixup type 1: uint8 images [2B, H, W, 3], labels [2B, C], lam [B] -> pairs (2j, 2j + 1) mixed, float32.
 
     XLA fuses the strided reads, the casts and the mixing into one loop (TF would make ~5 passes)."""
-    a, b = tf.cast(images[0::2], tf.float32), tf.cast(images[1::2], tf.float32)
-    mixed = b + lam[:, None, None, None] * (a - b)
-    return mixed, labels[1::2] + lam[:, None] * (labels[0::2] - labels[1::2])
+    return _mix(images[0::2], images[1::2], lam), _mix(labels[0::2], labels[1::2], lam)
 
 
 def mixup_within_batch(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

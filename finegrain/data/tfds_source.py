@@ -113,12 +113,13 @@ def _no_progress() -> Iterator[None]:
         tfds.enable_progress_bar()
 
 
-def _human_size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+def _human_size(size: float) -> str:
+    if size < 1024:
+        return f"{size:,.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         size /= 1024
-    raise AssertionError
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.1f} {unit}"
 
 
 def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> str:

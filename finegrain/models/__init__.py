@@ -5,12 +5,14 @@ Public surface (see ARCHITECTURE.md):
                  dropblock=False, weights=None, input_shape=(None, None, 3)) -> keras.Model
     list_models(), register_model(name, description), load_weights(model, path),
     set_dropblock_keep_prob(model, p), get_dropblock_keep_prob(model), set_bn_momentum(model, m),
+    batchnorm_layers(model),
     replace_classifier(model, num_classes, head="linear")
     finegrain.models.tf1.load_tf1_checkpoint(model, path)  (imports TensorFlow)
 """
 
 from finegrain.models.heads import replace_classifier
 from finegrain.models.registry import (
+    batchnorm_layers,
     create_model,
     get_dropblock_keep_prob,
     list_models,
@@ -22,6 +24,7 @@ from finegrain.models.registry import (
 )
 
 __all__ = [
+    "batchnorm_layers",
     "create_model",
     "get_dropblock_keep_prob",
     "list_models",

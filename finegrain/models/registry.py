@@ -148,13 +148,17 @@ def get_dropblock_keep_prob(model: keras.Model) -> float | None:
     return None
 
 
+def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer of the model, nested ones (Selective Kernel, heads) included."""
+    return [layer for layer in _walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def set_bn_momentum(model: keras.Model, momentum: float) -> None:
     """Set every BatchNorm's moving-average momentum. Call before the train step is traced."""
     if not 0.0 <= float(momentum) < 1.0:
         raise UserError(f"BatchNorm momentum must be in [0, 1), got {momentum}")
-    for layer in _walk_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = float(momentum)
+    for layer in batchnorm_layers(model):
+        layer.momentum = float(momentum)
 
 
 def parameter_counts(name: str, num_classes: int = IMAGENET_CLASSES) -> tuple[int, int]:

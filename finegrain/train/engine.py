@@ -32,12 +32,9 @@ from finegrain.errors import UserError
 from finegrain.train import rundir
 from finegrain.train.losses import decayed_variables, per_example_loss, weight_decay_loss
 from finegrain.train.progress import Reporter
-from finegrain.train.recipe import Recipe
+from finegrain.train.recipe import PRECISIONS, STRATEGIES, Recipe
 from finegrain.utils.io import atomic_write_json
 from finegrain.train.schedules import WarmupCosine, bn_momentum_for, keep_prob_at
-
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +211,9 @@ def evaluate_model(model: keras.Model, recipe: Recipe, split: Any, *, batch_size
 
 def batchnorm_statistics(model: keras.Model) -> list:
     """The moving mean/variance variables of every BatchNormalization layer."""
-    return [v for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization) for v in (layer.moving_mean, layer.moving_variance)]
+    from finegrain.models import batchnorm_layers
+
+    return [v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,

@@ -63,10 +63,9 @@ def decayed_variables(model: keras.Model) -> list:
     As the original (it filtered `'batch_normalization' not in name` over all trainable variables),
     biases and the classifier are decayed too; only BatchNorm is exempt.
     """
-    bn_ids = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization) or "batch_norm" in type(layer).__name__.lower():
-            bn_ids.update(id(v) for v in layer.weights)
+    from finegrain.models import batchnorm_layers
+
+    bn_ids = {id(v) for layer in batchnorm_layers(model) for v in layer.weights}
     return [v for v in model.trainable_variables if id(v) not in bn_ids]
 
 

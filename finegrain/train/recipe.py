@@ -97,10 +97,14 @@ class EvalConfig:
     recall_ks: list[int] | None = _doc(None, "null = the data set's customary K list")
 
 
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 @dataclass
 class RuntimeConfig:
-    strategy: str = _choice("auto", "auto", "default", "mirrored", "multiworker", doc="tf.distribute strategy")
-    precision: str = _choice("float32", "float32", "mixed_bfloat16", "mixed_float16")
+    strategy: str = _choice("auto", *STRATEGIES, doc="tf.distribute strategy")
+    precision: str = _choice("float32", *PRECISIONS)
     xla: bool = _doc(False, "jit-compile the train step")
     deterministic: bool = _doc(False, "TensorFlow op determinism (slower; bit-exact resume)")
 
