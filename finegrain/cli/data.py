@@ -24,6 +24,12 @@ def _quiet_logs() -> None:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
+def _result(line: str) -> None:
+    """One result line on stdout, never hard-wrapped: rich would break it (paths included) at the console
+    width, which is the terminal's, $COLUMNS or 80 when piped, so its text would depend on where it runs."""
+    out.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
 def fetch(
     name: str = typer.Argument(..., help="food101, flowers102, cub200, cars196, sop or synthetic."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -40,19 +46,19 @@ def fetch(
         from finegrain.data.synthetic import ensure_synthetic
 
         folder, made = ensure_synthetic(where)
-        out.print(f"{name}: {'generated' if made else 'ready'} at {folder}" + ("" if made else " (nothing to do)"))
+        _result(f"{name}: {'generated' if made else 'ready'} at {folder}" + ("" if made else " (nothing to do)"))
         return
     start_tensorflow()
     from finegrain.data.tfds_source import fetch_tfds, split_sizes
 
     _quiet_logs()
-    err.print(f"fetching {record.title} ({record.tfds_name}) into {where}")
+    err.print(f"fetching {record.title} ({record.tfds_name}) into {where}", soft_wrap=True, markup=False)
     made = fetch_tfds(name, data_dir=where, manual_dir=manual_dir)
     sizes = ", ".join(f"{k} {v:,}" for k, v in split_sizes(name, where).items())
     if made:
-        out.print(f"{name}: prepared under {where} ({sizes})")
+        _result(f"{name}: prepared under {where} ({sizes})")
     else:
-        out.print(f"{name}: ready under {where} ({sizes}); nothing to do")
+        _result(f"{name}: ready under {where} ({sizes}); nothing to do")
 
 
 def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP)) -> None:

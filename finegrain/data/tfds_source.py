@@ -8,9 +8,8 @@ dead or unreliable sources (cars196, SOP over FTP). TensorFlow is imported insid
 from __future__ import annotations
 
 import logging
-import types
-import warnings
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -36,8 +35,13 @@ def _builder(record: DatasetRecord, data_dir: Path) -> Any:
 @dataclass(frozen=True)
 class ManualFile:
     filename: str  # the name tfds looks for in the manual dir (from the builder's checksum file)
-    url: str
+    urls: tuple[str, ...]  # where tfds may download it from (mirrors included)
     size: int
+    checksum: str
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
 
 
 def manual_files(record: DatasetRecord) -> list[ManualFile]:
@@ -47,7 +51,9 @@ def manual_files(record: DatasetRecord) -> list[ManualFile]:
     infos = tfds.builder_cls(record.tfds_name).url_infos or {}
     files: dict[str, ManualFile] = {}
     for url, info in infos.items():
-        files.setdefault(info.filename, ManualFile(info.filename, url, info.size))
+        known = files.get(info.filename)
+        urls = (*known.urls, url) if known else (url,)
+        files[info.filename] = ManualFile(info.filename, urls, int(info.size), info.checksum)
     return list(files.values())
 
 
@@ -55,21 +61,38 @@ def default_manual_dir(data_dir: Path) -> Path:
     return data_dir / "downloads" / "manual"  # where tfds looks when no manual dir is given
 
 
-@contextmanager
-def _rich_progress() -> Iterator[None]:
-    """Route tensorflow-datasets' tqdm bars (download, extract, write) through tqdm's rich front end."""
-    from tensorflow_datasets.core.utils import tqdm_utils
-    from tqdm import TqdmExperimentalWarning
-    from tqdm.rich import tqdm as rich_tqdm
+def _already_downloaded(record: DatasetRecord, data_dir: Path, file: ManualFile) -> bool:
+    """Whether an earlier run left `file` complete in tfds' download cache (then tfds needs no network for it)."""
+    from tensorflow_datasets.core.download import resource as resource_lib
 
-    saved = tqdm_utils.tqdm_lib
-    tqdm_utils.tqdm_lib = types.SimpleNamespace(tqdm=rich_tqdm)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TqdmExperimentalWarning)
-            yield
-    finally:
-        tqdm_utils.tqdm_lib = saved
+    downloads = data_dir / "downloads"
+    for url in file.urls:
+        name = resource_lib.get_dl_fname(url, file.checksum)
+        for folder in (downloads / record.tfds_name, downloads):  # current layout, then tfds' legacy one
+            if resource_lib.is_locally_cached(folder / name):  # the file and its .INFO beside it
+                return True
+    return False
+
+
+def _check_hosts(record: DatasetRecord, data_dir: Path, manual: Path) -> None:
+    """Fail in seconds, in one line, when an archive tfds would have to download has no reachable host.
+
+    Only files neither in the manual dir nor in tfds' download cache are downloaded, so only their
+    hosts (or the proxy the environment names) are probed; a file is reachable if one mirror answers.
+    """
+    from finegrain.data import probe
+
+    needed = [f for f in manual_files(record)
+              if not (manual / f.filename).exists() and not _already_downloaded(record, data_dir, f)]
+    if not needed:
+        return
+    down = probe.unreachable([url for f in needed for url in f.urls])
+    stuck = [f for f in needed if all(probe.target_of(url) in down for url in f.urls)]
+    if stuck:
+        hosts = "; ".join(f"{target}: {reason}" for target, reason in down.items())
+        which = "its download host is" if len(down) == 1 else "its download hosts are"
+        raise UserError(f"cannot download {record.name}, {which} unreachable ({hosts}). "
+                        f"{_manual_advice(record, manual)}")
 
 
 def is_prepared(name: str, data_dir: str | Path | None = None) -> bool:
@@ -80,8 +103,14 @@ def is_prepared(name: str, data_dir: str | Path | None = None) -> bool:
 def fetch_tfds(
     name: str, *, data_dir: str | Path | None = None, manual_dir: str | Path | None = None, progress: bool = True
 ) -> bool:
-    """Download and prepare a tfds data set. Returns False if it was already prepared (nothing done)."""
+    """Download and prepare a tfds data set. Returns False if it was already prepared (nothing done).
+
+    Archives missing from the manual dir are downloaded by tensorflow-datasets after a short probe of
+    their hosts (a few seconds offline, instead of minutes of retries). tfds' own messages go to stderr.
+    """
     import tensorflow_datasets as tfds
+
+    from finegrain.data.tfds_progress import tfds_progress
 
     record = get_record(name)
     data_dir = resolve_data_dir(data_dir)
@@ -91,9 +120,10 @@ def fetch_tfds(
     manual = Path(manual_dir).expanduser() if manual_dir else default_manual_dir(data_dir)
     if manual_dir and not manual.is_dir():
         raise UserError(f"--manual-dir {manual} is not a folder")
+    _check_hosts(record, data_dir, manual)
     config = tfds.download.DownloadConfig(manual_dir=str(manual))
     try:
-        with _rich_progress() if progress else _no_progress():
+        with redirect_stdout(sys.stderr), tfds_progress() if progress else _no_progress():
             builder.download_and_prepare(download_config=config)
     except (KeyboardInterrupt, UserError):
         raise
@@ -122,8 +152,8 @@ def _human_size(size: float) -> str:
             return f"{size:,.1f} {unit}"
 
 
-def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> str:
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+def _manual_advice(record: DatasetRecord, manual: Path) -> str:
+    """Which files to put (or replace) in the manual dir, and the command to run then; one line."""
     files = manual_files(record)
     missing = [f for f in files if not (manual / f.filename).exists()]
     wrong = [f for f in files if (manual / f.filename).exists() and (manual / f.filename).stat().st_size != f.size]
@@ -135,10 +165,15 @@ def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> s
         parts.append(f"Replace these files in {manual}, they are not the originals (wrong size): {', '.join(f.filename for f in wrong)}.")
     if not parts:  # all there with the right sizes: the content differs
         parts.append(f"The files in {manual} do not match the registered checksums: {', '.join(f.filename for f in files)}.")
-    return (
-        f"could not prepare {record.name} ({type(error).__name__}: {reason}). {' '.join(parts)} "
-        f"Then run `finegrain fetch {record.name} --manual-dir {manual}`"
-    )
+    return f"{' '.join(parts)} Then run `finegrain fetch {record.name} --manual-dir {manual}`"
+
+
+def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> str:
+    from finegrain.data.probe import describe
+
+    reason = describe(error)
+    quoted = f"{type(error).__name__}: {reason}" if reason != type(error).__name__ else reason
+    return f"could not prepare {record.name} ({quoted}). {_manual_advice(record, manual)}"
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -1,12 +1,47 @@
-"""Shared fixtures: the five tfds builders prepared offline from fake archives, the synthetic set."""
+"""Shared fixtures: the five tfds builders prepared offline from fake archives, the synthetic set, no network."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.data.fake_archives import MAKERS
+
+
+LOCAL_HOSTS = (None, "localhost", "127.0.0.1", "::1")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the internet: name lookups of anything but this machine fail at once."""
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host in LOCAL_HOSTS:
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, f"network blocked in tests ({host})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+
+
+def closed_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (connections are refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def point_downloads_at(monkeypatch: pytest.MonkeyPatch, name: str, base_url: str) -> None:
+    """Test-only: the builder's registered URLs moved under `base_url` (sizes, checksums, file names kept)."""
+    import tensorflow_datasets as tfds
+
+    from finegrain.data.catalog import get_record
+
+    cls = tfds.builder_cls(get_record(name).tfds_name)
+    moved = {f"{base_url}/{k}/{info.filename}": info for k, (url, info) in enumerate(cls.url_infos.items())}
+    monkeypatch.setattr(cls, "url_infos", moved)
 
 
 def register_fake_checksums(monkeypatch: pytest.MonkeyPatch, name: str, manual: Path) -> None:

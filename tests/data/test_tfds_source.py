@@ -70,14 +70,17 @@ def test_unprepared_data_set_tells_to_fetch(tmp_path):
 
 
 def test_failed_download_names_the_missing_files(tmp_path, monkeypatch):
-    from tensorflow_datasets.core.download import downloader
+    """The hosts answer the probe but the download itself fails: the message still names every file."""
+    from tensorflow_datasets.core.download import downloader, util
 
+    from finegrain.data import probe
     from finegrain.data.tfds_source import fetch_tfds
 
     def offline(*args, **kwargs):
-        raise downloader.util.DownloadError("network is unreachable")
+        raise util.DownloadError("network is unreachable\nsecond line of detail")
 
     monkeypatch.setattr(downloader._Downloader, "_sync_download", offline)
+    monkeypatch.setattr(probe, "unreachable", lambda urls, **kwargs: {})
     manual = tmp_path / "manual"
     manual.mkdir()
     (manual / "cars_train.tgz").write_bytes(b"x")  # present but not the original
@@ -89,7 +92,11 @@ def test_failed_download_names_the_missing_files(tmp_path, monkeypatch):
     put, replace = message.split("Put these files")[1].split("Replace these files")
     assert "cars_train.tgz" not in put and "cars_train.tgz" in replace
     assert str(manual) in message and "--manual-dir" in message
-    assert "\n" not in message
+    assert "\n" not in message and "(NonMatchingChecksumError: Artifact " in message and "has wrong checksum:)" in message
+    (manual / "cars_train.tgz").unlink()  # now everything comes from the (failing) network
+    with pytest.raises(UserError) as info:
+        fetch_tfds("cars196", data_dir=tmp_path / "data", manual_dir=manual, progress=False)
+    assert "(DownloadError: network is unreachable)" in str(info.value)  # the whole first line, never cut
 
 
 def test_pipelines_read_tfds_splits(prepared):
