@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,12 +161,54 @@ def check_images(paths: list[str], cache_dir: Path | None = None) -> list[tuple[
     stamps = {p: stamp(p) for p in paths}
     todo = [p for p in paths if cache.get(p, [None, None])[:2] != stamps[p]]
     if todo:
-        readable = _decodable(todo)
-        for p, ok in zip(todo, readable):
-            cache[p] = stamps[p] + ["" if ok else _failure_reason(p)]
+        cut_short = _cut_short_jpegs(todo)
+        rest = [p for p in todo if p not in cut_short]
+        readable = dict(zip(rest, _decodable(rest))) if rest else {}
+        for p in todo:
+            cache[p] = stamps[p] + ["" if readable.get(p) else _failure_reason(p)]
         if cache_file is not None:
             atomic_write_json(cache_file, cache)
     return [(p, cache[p][2]) for p in paths if cache[p][2]]
+
+
+def _ends_early(path: str) -> bool:
+    """A JPEG (by its start marker) whose last two bytes are not the end-of-image marker."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            f.seek(-2, os.SEEK_END)
+            return f.read(2) != b"\xff\xd9"
+    except OSError:
+        return False  # unreadable or shorter than 4 bytes: TensorFlow's check reports it, silently
+
+
+def _pillow_decodes(path: str) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except Image.DecompressionBombError:
+        return True  # too large for Pillow's guard, not broken: leave the verdict to TensorFlow
+    except Exception:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
+        return False
+
+
+def _cut_short_jpegs(paths: list[str]) -> set[str]:
+    """JPEGs that stop before their end (partial downloads): decided here, without TensorFlow.
+
+    TensorFlow's JPEG decoder reports such a file from native code straight to the terminal
+    ("E0000 ... jpeg_mem.cc ... Premature end of JPEG data", or libjpeg's "Improper call to JPEG
+    library"), whatever the Python log level, before the scan can skip it. A JPEG whose last bytes
+    are not the end-of-image marker is decoded with Pillow instead, which fails quietly; one that
+    Pillow decodes (a complete image with trailing bytes) still goes through TensorFlow's check.
+    """
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        suspects = [p for p, early in zip(paths, pool.map(_ends_early, paths)) if early]
+        decodes = list(pool.map(_pillow_decodes, suspects))
+    return {p for p, ok in zip(suspects, decodes) if not ok}
 
 
 def _decodable(paths: list[str]) -> list[bool]:

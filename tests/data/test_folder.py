@@ -69,3 +69,23 @@ def test_missing_or_empty_folder_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
         load_split(tmp_path / "empty", "train", data_dir=tmp_path)
+
+
+def test_cut_short_jpegs_are_skipped_without_native_log_lines(tmp_path, capfd):
+    """TensorFlow's JPEG decoder would print "Premature end of JPEG data" (or libjpeg's "Improper call")
+    straight to file descriptor 2; the scan decides those files without it. A complete JPEG with
+    trailing bytes is kept."""
+    from finegrain.data.folder import check_images
+
+    root = make_folder(tmp_path / "pets", per_class=1)
+    whole = jpeg(7, (64, 48))
+    (root / "cat" / "half.jpg").write_bytes(whole[: len(whole) // 2])
+    (root / "cat" / "header_only.jpg").write_bytes(whole[:300])
+    (root / "dog" / "trailing.jpg").write_bytes(whole + b"camera metadata")
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
+    capfd.readouterr()
+    bad = dict(check_images(paths))
+    native = capfd.readouterr().err
+    assert sorted(bad) == [str(root / "cat" / "half.jpg"), str(root / "cat" / "header_only.jpg")]
+    assert all("truncated JPEG" in why for why in bad.values())
+    assert "JPEG" not in native, native
