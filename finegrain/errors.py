@@ -8,3 +8,9 @@ and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's input (path, name, option, file contents)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's text (whole, never cut mid-word), or its type name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

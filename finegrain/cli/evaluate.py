@@ -1,19 +1,28 @@
 """CLI commands for finegrain.evaluate: `retrieval-eval`, `eval` and `predict`.
 
-No TensorFlow / faiss import at module level: they are imported inside the commands.
+No TensorFlow / faiss import at module level: they are imported inside the commands (--help stays fast).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from finegrain.errors import UserError
+from finegrain.models.card import REFERENCE_HELP
 
-DEFAULT_KS = "1,2,4,8"
+MODEL_HELP = f"The model: {REFERENCE_HELP}."
+ARCH_HELP = "Architecture of a weights file without its card, or of a TF1 checkpoint it cannot be read from."
+NUM_CLASSES_HELP = "Classifier size of a weights file without its card (1001 for the official heads)."
+
+
+def _positive(value: Optional[int], option: str, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise UserError(f"{option} must be {'0 or more' if allow_zero else 'a positive integer'}, got {value}")
 
 
 def _load_array(path: Path, what: str) -> Any:
@@ -22,53 +31,93 @@ def _load_array(path: Path, what: str) -> Any:
     if not path.is_file():
         raise UserError(f"{what} file {path} does not exist")
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise UserError(f"cannot read {what} file {path} as a .npy array: {str(e).splitlines()[0]}") from None
+        array = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        kind = "a pickled object array (refused: it could run code)" if "pickle" in str(e) else "not a .npy array"
+        raise UserError(f"cannot read {what} file {path}: {kind}") from None
+    except (OSError, EOFError):
+        raise UserError(f"cannot read {what} file {path}: empty or truncated .npy file") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise UserError(f"{what} file {path} must hold a real-valued numeric array, got {getattr(array, 'dtype', '?')}")
+    return array
 
 
-def _load_split(dataset: Optional[str], data: Optional[Path], split: str, data_dir: Optional[Path]) -> Any:
+def _load(model: Path, arch: Optional[str], num_classes: Optional[int]) -> Any:
+    from finegrain.models import load_model
+
+    return load_model(model, arch=arch, num_classes=num_classes)
+
+
+def _load_split(loaded: Any, dataset: Optional[str], data: Optional[Path], split: Optional[str],
+                data_dir: Optional[Path], default_split: str) -> Any:
+    """The images to evaluate on: --dataset / --data, else the data set and split the model's run used."""
     from finegrain.data import load_split
 
     if dataset and data:
         raise UserError("give either --dataset NAME or --data FOLDER, not both")
     if data is not None and not data.is_dir():
         raise UserError(f"--data {data} is not a folder of class sub-folders")
-    source = str(data) if data is not None else dataset
+    source = str(data) if data is not None else dataset or loaded.card.dataset
     if source is None:
-        raise UserError("name the images to evaluate on: --dataset NAME (e.g. cub200) or --data FOLDER")
-    return load_split(source, split, data_dir=data_dir)
+        raise UserError("name the images to evaluate on: --dataset NAME (e.g. cub200) or --data FOLDER "
+                        "(a run directory knows its own)")
+    own = dataset is None and data is None
+    return load_split(source, split or (loaded.card.eval_split if own and loaded.card.eval_split else default_split),
+                      data_dir=data_dir)
 
 
-def _model_source(model: Optional[Path], arch: Optional[str], num_classes: int) -> Any:
-    from finegrain.evaluate.embed import load_model_source
+def _outputs(loaded: Any, split_info: Any, key: str, image_size: Optional[int], preprocessing: Optional[str],
+             batch_size: int, show_progress: bool) -> tuple[Any, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if model is None:
-        raise UserError("give --model (a run directory, SavedModel, or weights file with --arch)")
-    return load_model_source(model, arch=arch, num_classes=num_classes)
+    from finegrain.cli.console import err
+    from finegrain.evaluate.inference import split_outputs
+
+    if split_info.skipped:
+        from finegrain.data.folder import skipped_report
+
+        err.print(skipped_report(split_info.skipped), highlight=False, soft_wrap=True, markup=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=not show_progress, transient=True) as bar:
+        task = bar.add_task(f"{key} of {split_info.info.name}/{split_info.name}", total=split_info.num_examples)
+        outputs, labels = split_outputs(loaded.forward, loaded.card, split_info, keys=(key,), image_size=image_size,
+                                        preprocessing=preprocessing, batch_size=batch_size,
+                                        on_batch=lambda n: bar.advance(task, n))
+    return outputs[key], labels
+
+
+def _no_nan(obj: Any) -> Any:
+    """JSON has no NaN: undefined figures become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
 
 
 def _print_json(obj: Any) -> None:
     import sys
 
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    sys.stdout.write(json.dumps(_no_nan(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def retrieval_eval(
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Precomputed [N, D] embeddings (.npy)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="[N] integer labels for --embeddings (.npy); -1 = distractor."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Run directory, SavedModel directory, or weights file / TF1 checkpoint (with --arch)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a weights file / TF1 checkpoint (see `finegrain models`)."),
-    num_classes: int = typer.Option(1001, "--num-classes", help="Classifier size of a weights file (1001 for official checkpoints)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Catalog data set: cub200, cars196, sop, synthetic, ..."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help=ARCH_HELP),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help=NUM_CLASSES_HELP),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Catalog data set: cub200, cars196, sop, synthetic, ... (default: the run's)."),
     data: Optional[Path] = typer.Option(None, "--data", help="An image folder (one sub-folder per class) instead of --dataset."),
-    split: str = typer.Option("retrieval_test", "--split", help="Split to embed (zero-shot test split by default)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to embed (default: the run's eval split, else retrieval_test)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where prepared data sets live."),
     metric: str = typer.Option("cosine", "--metric", help="cosine (L2-normalised) or euclidean."),
     k: Optional[str] = typer.Option(None, "--k", help="Recall@K list, e.g. 1,2,4,8 (default: the data set's; SOP 1,10,100,1000)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass when embedding."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Training image size (default: the run's, else 224)."),
-    preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="Eval preprocessing (default: the run's, else the data set's)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Eval image size (default: the model's, else 224)."),
+    preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="Eval preprocessing (default: the model's, else the data set's)."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also write the embeddings (.npy) and labels (<name>.labels.npy)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON to stdout instead of a table."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG grid of sample queries and their top results (needs images: a data set source)."),
@@ -76,7 +125,7 @@ def retrieval_eval(
     """Retrieval evaluation: Recall@K, MAP@R and R-precision with exact FAISS search.
 
     \b
-    Sources: --embeddings X.npy --labels y.npy (from any model), or --model plus --dataset/--data (embeddings of the split under the eval preprocessing, L2-normalised).
+    Sources: --embeddings X.npy --labels y.npy (from any model), or --model (a run uses its own data set; or --dataset/--data): embeddings of the split under the eval preprocessing, L2-normalised.
     \b
     Definitions:
     - query set = gallery = the split; labels -1 mark gallery-only distractors (never queries).
@@ -90,11 +139,15 @@ def retrieval_eval(
     - queries whose class has no other item are counted, reported and skipped.
     - search depth = max(max K, largest class size - 1), capped at gallery size - 1.
     """
-    import numpy as np
-
     from finegrain.cli.console import err, out, start_tensorflow
+    from finegrain.data.catalog import DEFAULT_RECALL_KS
     from finegrain.evaluate import metrics as m
 
+    _positive(batch_size, "--batch-size")
+    _positive(image_size, "--image-size")
+    ks = m.parse_ks(k) if k else None
+    if save_embeddings is not None:
+        _check_writable(save_embeddings, "--save-embeddings")
     if embeddings is not None or labels is not None:
         if embeddings is None or labels is None:
             raise UserError("--embeddings and --labels go together: give both .npy files")
@@ -103,30 +156,25 @@ def retrieval_eval(
         if plot is not None:
             raise UserError("--plot shows images, which raw --embeddings do not have: use --model with --dataset/--data")
         x, y = _load_array(embeddings, "embeddings"), _load_array(labels, "labels")
-        split_info, source_desc, default_ks = None, f"embeddings {embeddings}", DEFAULT_KS
+        split_info, source_desc, ks = None, f"embeddings {embeddings}", ks or list(DEFAULT_RECALL_KS)
     else:
+        if model is None:
+            raise UserError(f"give --model ({REFERENCE_HELP}) or --embeddings with --labels")
         start_tensorflow()
-        split_info = _load_split(dataset, data, split, data_dir)
-        source = _model_source(model, arch, num_classes)
-        from finegrain.evaluate.embed import split_outputs
-
-        outputs, y = split_outputs(source, split_info, keys=("embedding",), image_size=image_size,
-                                   preprocessing=preprocessing, batch_size=batch_size, progress=not as_json)
-        x = outputs["embedding"]
-        source_desc = f"{source.description} on {split_info.info.name}/{split_info.name}"
-        default_ks = ",".join(map(str, split_info.info.recall_ks))
+        loaded = _load(model, arch, num_classes)
+        split_info = _load_split(loaded, dataset, data, split, data_dir, "retrieval_test")
+        x, y = _outputs(loaded, split_info, "embedding", image_size, preprocessing, batch_size, not as_json)
+        source_desc = f"{loaded.description} on {split_info.info.name}/{split_info.name}"
+        ks = ks or list(split_info.info.recall_ks)
         if save_embeddings is not None:
-            from finegrain.utils.io import atomic_path
-
-            with atomic_path(save_embeddings) as tmp:
-                np.save(tmp, x)
-            with atomic_path(save_embeddings.with_suffix(".labels.npy")) as tmp:
-                np.save(tmp, y)
-    ks = m.parse_ks(k or default_ks)
-    if np.ndim(x) == 2 and np.ndim(y) == 1 and len(x) != len(y):
-        raise UserError(f"embeddings have {len(x)} rows but labels have {len(y)}: they must match one to one")
+            _save_embeddings(save_embeddings, x, y)
+    if x.ndim != 2:
+        raise UserError(f"embeddings must be an [N, D] array, got shape {list(x.shape)}")
     knn = m.retrieval_search(x, y, ks, metric=metric)
     report = m.retrieval_metrics(knn, y, ks)
+    if report.num_evaluated == 0:
+        raise UserError(f"no query can be scored: {report.num_lone} lone and {report.num_distractors} distractor "
+                        "items; every query needs another item of its class")
 
     if plot is not None and split_info is not None:
         from finegrain.evaluate.plot import plot_retrieval, read_images, sample_queries
@@ -136,7 +184,7 @@ def retrieval_eval(
         wanted = {int(i) for r in rows for i in (knn.query_ids[r], *knn.indices[r, :top])}
         plot_retrieval(plot, knn, y, read_images(split_info.dataset, wanted), rows, top=top, title=source_desc,
                        class_names=split_info.class_names)
-        err.print(f"wrote {plot}")
+        err.print(f"wrote {plot}", highlight=False, soft_wrap=True)
 
     if as_json:
         _print_json({"source": source_desc, **report.to_dict()})
@@ -145,8 +193,8 @@ def retrieval_eval(
 
     out.print(f"retrieval: {source_desc}", soft_wrap=True, highlight=False)
     table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
     for kk, v in report.recall_at_k.items():
         table.add_row(f"Recall@{kk}", f"{100 * v:.2f}")
     table.add_row("MAP@R", f"{100 * report.map_at_r:.2f}")
@@ -161,17 +209,38 @@ def retrieval_eval(
     )
 
 
+def _check_writable(path: Path, option: str) -> None:
+    """Fail before the work, not after it: the folder of an output file must exist or be creatable."""
+    try:
+        path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot create its folder ({e.strerror or e})") from None
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory: give a file name")
+
+
+def _save_embeddings(path: Path, x: Any, y: Any) -> None:
+    import numpy as np
+
+    from finegrain.utils.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, x)
+    with atomic_path(path.with_suffix(".labels.npy")) as tmp:
+        np.save(tmp, y)
+
+
 def eval_classification(
-    model: Path = typer.Option(..., "--model", "-m", help="Run directory, SavedModel directory, or weights file (with --arch)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a weights file / TF1 checkpoint."),
-    num_classes: int = typer.Option(1001, "--num-classes", help="Classifier size of a weights file."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Catalog data set name."),
+    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help=ARCH_HELP),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help=NUM_CLASSES_HELP),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Catalog data set name (default: the run's)."),
     data: Optional[Path] = typer.Option(None, "--data", help="An image folder instead of --dataset."),
-    split: str = typer.Option("test", "--split", help="Split to evaluate."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: the run's eval split, else test)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where prepared data sets live."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Training image size (default: the run's, else 224)."),
-    preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="Eval preprocessing (default: the run's, else the data set's)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Eval image size (default: the model's, else 224)."),
+    preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="Eval preprocessing (default: the model's, else the data set's)."),
     confusions: int = typer.Option(10, "--confusions", help="How many most-confused class pairs to list."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON to stdout instead of tables."),
 ) -> None:
@@ -186,40 +255,38 @@ def eval_classification(
     """
     from finegrain.cli.console import out, start_tensorflow
 
+    _positive(batch_size, "--batch-size")
+    _positive(image_size, "--image-size")
+    _positive(confusions, "--confusions", allow_zero=True)
     start_tensorflow()
     from finegrain.evaluate.classify import classification_metrics, softmax
-    from finegrain.evaluate.embed import split_outputs
 
-    split_info = _load_split(dataset, data, split, data_dir)
-    source = _model_source(model, arch, num_classes)
-    outputs, y = split_outputs(source, split_info, keys=("logits",), image_size=image_size,
-                               preprocessing=preprocessing, batch_size=batch_size, progress=not as_json)
-    logits = outputs["logits"]
+    loaded = _load(model, arch, num_classes)
+    split_info = _load_split(loaded, dataset, data, split, data_dir, "test")
+    logits, y = _outputs(loaded, split_info, "logits", image_size, preprocessing, batch_size, not as_json)
+    where = f"{split_info.info.name}/{split_info.name}"
     if logits.shape[1] != split_info.num_classes:
-        raise UserError(
-            f"the model has {logits.shape[1]} classes but {split_info.info.name}/{split} has {split_info.num_classes}: "
-            "evaluate a model fine-tuned on this data set"
-        )
-    report = classification_metrics(softmax(source.logit_scale * logits), y, num_confusions=confusions)
+        raise UserError(f"the model has {logits.shape[1]} classes but {where} has {split_info.num_classes}: "
+                        "evaluate a model fine-tuned on this data set")
+    report = classification_metrics(softmax(loaded.card.logit_scale * logits), y, num_confusions=confusions)
     names = split_info.class_names
     if as_json:
-        _print_json({"source": f"{source.description} on {split_info.info.name}/{split}",
-                     **report.to_dict(class_names=names)})
+        _print_json({"source": f"{loaded.description} on {where}", **report.to_dict(class_names=names)})
         return
     from rich.table import Table
 
-    out.print(f"classification: {source.description} on {split_info.info.name}/{split}", soft_wrap=True, highlight=False)
+    out.print(f"classification: {loaded.description} on {where}", soft_wrap=True, highlight=False)
     summary = Table()
-    summary.add_column("metric")
-    summary.add_column("value", justify="right")
+    summary.add_column("metric", no_wrap=True)
+    summary.add_column("value", justify="right", no_wrap=True)
     summary.add_row("top-1 accuracy", f"{100 * report.top1:.2f}")
     summary.add_row("top-5 accuracy", f"{100 * report.top5:.2f}")
     summary.add_row("ECE (15 bins)", f"{100 * report.ece:.2f}")
     summary.add_row("images", f"{report.num_examples:,}")
     out.print(summary)
     per_class = Table(title="lowest per-class accuracy", title_justify="left")
-    per_class.add_column("class")
-    per_class.add_column("accuracy", justify="right")
+    per_class.add_column("class", overflow="fold")
+    per_class.add_column("accuracy", justify="right", no_wrap=True)
     scored = sorted((a, i) for i, a in enumerate(report.per_class_accuracy) if a == a)  # skip NaN
     for a, i in scored[:10]:
         per_class.add_row(names[i], f"{100 * a:.1f}")
@@ -227,7 +294,7 @@ def eval_classification(
     if report.confusions:
         pairs = Table(title="most-confused pairs", title_justify="left")
         for col in ("true", "predicted", "count"):
-            pairs.add_column(col, justify="right" if col == "count" else "left")
+            pairs.add_column(col, justify="right" if col == "count" else "left", overflow="fold")
         for c in report.confusions:
             pairs.add_row(names[c.true_class], names[c.predicted_class], str(c.count))
         out.print(pairs)
@@ -235,11 +302,13 @@ def eval_classification(
 
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files to classify."),
-    model: Path = typer.Option(..., "--model", "-m", help="A finegrain run directory."),
+    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help=ARCH_HELP),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help=NUM_CLASSES_HELP),
     top: int = typer.Option(5, "--top", help="How many classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON to stdout."),
 ) -> None:
-    """Top classes with probabilities for each image.
+    """Top classes with probabilities for each image (class numbers when the model has no class names).
 
     A missing or unreadable image gets one line on stderr; the others are still predicted
     (exit code 1 if any image failed).
@@ -248,23 +317,21 @@ def predict(
 
     from finegrain.cli.console import err, out, start_tensorflow
 
+    _positive(top, "--top")
     start_tensorflow()
-    from finegrain.evaluate.classify import softmax, top_k_indices
-    from finegrain.evaluate.embed import load_model_source
-
-    source = load_model_source(model)
-    if source.class_names is None:
-        raise UserError(f"{model} is not a finegrain run directory: predict needs its class names")
     import tensorflow as tf
 
     from finegrain.data.preprocessing import eval_image
+    from finegrain.evaluate.classify import softmax, top_k_indices
+    from finegrain.evaluate.inference import DEFAULT_IMAGE_SIZE
 
-    size, pre = source.image_size or 224, source.preprocessing or "imagenet"
+    loaded = _load(model, arch, num_classes)
+    card = loaded.card
+    size, pre = card.image_size or DEFAULT_IMAGE_SIZE, card.preprocessing or "imagenet"
     results, failed = [], 0
     for path in images:
         try:
-            encoded = tf.constant(path.read_bytes())
-            image = eval_image(encoded, image_size=size, preprocessing=pre)
+            image = eval_image(tf.constant(path.read_bytes()), image_size=size, preprocessing=pre)
         except OSError as e:
             err.print(f"[red]skipped[/] {path}: cannot read ({e.strerror or e})", highlight=False, soft_wrap=True)
             failed += 1
@@ -273,17 +340,17 @@ def predict(
             err.print(f"[red]skipped[/] {path}: not a decodable image (JPEG, PNG, BMP or GIF)", highlight=False, soft_wrap=True)
             failed += 1
             continue
-        logits = np.asarray(source.predict(image[None], ("logits",))["logits"])
-        probs = softmax(source.logit_scale * logits)[0]
+        probs = softmax(card.logit_scale * np.asarray(loaded.forward(image[None])["logits"]))[0]
+        names = card.class_names or [str(i) for i in range(len(probs))]
         best = top_k_indices(probs[None], top)[0]
-        results.append({"image": str(path), "top": [{"class": source.class_names[i], "probability": float(probs[i])} for i in best]})
+        results.append({"image": str(path), "top": [{"class": names[i], "probability": float(probs[i])} for i in best]})
     if as_json:
         _print_json(results)
     else:
         for r in results:
-            out.print(f"[bold]{r['image']}[/]", highlight=False)
+            out.print(f"[bold]{r['image']}[/]", highlight=False, soft_wrap=True)
             for rank, t in enumerate(r["top"], start=1):
-                out.print(f"  {rank}. {t['class']:<30} {100 * t['probability']:6.2f}%", highlight=False)
+                out.print(f"  {rank}. {t['class']:<30} {100 * t['probability']:6.2f}%", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -31,16 +31,20 @@ def models() -> None:
 
 def import_weights(
     checkpoint: Path = typer.Argument(..., help="Official TF1 checkpoint: a directory with a `checkpoint` file, or a model.ckpt-N prefix."),
-    arch: str = typer.Option(..., "--arch", help="Architecture the checkpoint was trained with (see `finegrain models`)."),
+    arch: str = typer.Option(None, "--arch", help="Architecture the checkpoint was trained with (default: read off its variables)."),
     out_file: Path = typer.Option(..., "--out", help="Keras weights file to write (*.weights.h5)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
-    """Convert an official TF1 checkpoint to a Keras weights file (every variable mapped and checked)."""
+    """Convert an official TF1 checkpoint to a Keras weights file plus its model card (NAME.json beside it).
+
+    Every variable is mapped and checked. The file then works wherever a model is named
+    (--model, model.init) without --arch.
+    """
     start_tensorflow()
-    from finegrain.models.tf1 import import_checkpoint
+    from finegrain.models.refs import import_checkpoint
 
     report = import_checkpoint(checkpoint, arch, out_file, overwrite=force)
-    out.print(f"{arch}: {len(report.loaded)} variables from {report.checkpoint} -> {out_file}"
+    out.print(f"{report.arch}: {len(report.loaded)} variables from {report.checkpoint} -> {out_file}"
               + (f" (ignored {len(report.ignored)}: global_step / optimizer slots)" if report.ignored else ""))
 
 

@@ -38,11 +38,13 @@ def tune(
     from finegrain.train.progress import LogReporter, RichReporter
     from finegrain.train.recipe import load_recipe
 
+    from finegrain.train import rundir
+
     loaded = load_recipe(recipe, set_ or []) if recipe is not None else None
     if resume is None:
-        from finegrain.train.rundir import default_run_dir
-
-        run_dir = run_dir or default_run_dir(loaded.name)
+        run_dir = rundir.check_new(run_dir or rundir.default_run_dir(loaded.name))  # before TensorFlow's seconds
+    else:
+        rundir.check_resumable(resume)
     from finegrain.cli.console import err, start_tensorflow
 
     start_tensorflow()
@@ -54,7 +56,11 @@ def tune(
         run_tune(loaded, target, resume=resume is not None, strategy=strategy, precision=precision, xla=xla,
                  reporter=reporter)
     except KeyboardInterrupt:
-        err.print(f"interrupted: continue with  finegrain tune --resume {target}", highlight=False)
+        if rundir.has_checkpoint(target) or resume is not None:
+            err.print(f"interrupted: continue with  finegrain tune --resume {target}", highlight=False, soft_wrap=True)
+        else:
+            err.print("interrupted before the first checkpoint: nothing was kept; run the same command again",
+                      highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
 
 

@@ -120,7 +120,9 @@ POLICIES = {"good": GOOD_POLICY, "imagenet": IMAGENET_POLICY}
 # Every op: (uint8 image [h, w, 3], level float32 scalar 0-10, sign float32 +-1, seed int [2]) -> uint8.
 
 
-_GREY_WEIGHTS = tf.constant([0.299, 0.587, 0.114], tf.float32)  # ITU-R 601, as PIL's "L" mode
+# ITU-R 601, as PIL's "L" mode. Plain numbers, not a tf.constant: creating a tensor at import would
+# start TensorFlow's runtime, and MultiWorkerMirroredStrategy must be created before that.
+_GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 # XLA compiles a chain of per-pixel ops into one loop, where TF runs one kernel (and one pass over
 # the image) per op, and its gather is a plain loop where TF's CPU kernel costs ~9 ns per element.

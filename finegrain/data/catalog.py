@@ -17,6 +17,9 @@ from finegrain.errors import UserError
 DATA_DIR_ENV = "FINEGRAIN_DATA_DIR"
 DEFAULT_DATA_DIR = "~/finegrain_data"
 
+#: Recall@K list for galleries of a few thousand images (CUB, Cars: the metric-learning papers' list).
+DEFAULT_RECALL_KS = (1, 2, 4, 8)
+
 SPLIT_NAMES = ("train", "test", "retrieval_train", "retrieval_test")
 
 
@@ -43,7 +46,7 @@ class DatasetRecord:
     title: str
     num_classes: int
     splits: dict[str, SplitSpec]
-    recall_ks: tuple[int, ...] = (1, 2, 4, 8)
+    recall_ks: tuple[int, ...] = DEFAULT_RECALL_KS
     classification_preprocessing: str = "imagenet"  # eval preprocessing for classification
     retrieval_preprocessing: str = "reid"
     tfds_name: str | None = None

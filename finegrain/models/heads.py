@@ -21,6 +21,8 @@ HEADS = ("linear", "cosine")
 CLASSIFIER_NAMES = {"linear": "dense", "cosine": "cosine_dense"}
 EMBEDDING_DENSE = "embedding_dense"
 EMBEDDING_BN = "embedding_dense_batch_normalization"
+#: Layers that fine-tuning may replace (another class count or embedding size); the rest is the backbone.
+HEAD_LAYERS = (*CLASSIFIER_NAMES.values(), EMBEDDING_DENSE, EMBEDDING_BN)
 
 
 def _classifier(embedding, num_classes: int, head: str, has_embedding_layer: bool):
@@ -54,16 +56,6 @@ def build_head(features, *, num_classes: int, embedding_size: int = 0, pooling: 
         embedding = batch_norm(EMBEDDING_BN, bn_momentum, dtype="float32")(embedding)
     logits = _classifier(embedding, num_classes, head, embedding_size > 0)
     return {"features": features, "embedding": embedding, "logits": logits}
-
-
-def classifier_layer(model: keras.Model) -> layers.Layer:
-    """The model's classifier layer (linear `dense` or `cosine_dense`)."""
-    for name in CLASSIFIER_NAMES.values():
-        try:
-            return model.get_layer(name)
-        except ValueError:
-            continue
-    raise UserError(f"model {model.name!r} has no finegrain classifier layer (dense / cosine_dense)")
 
 
 def replace_classifier(model: keras.Model, num_classes: int, head: str = "linear") -> keras.Model:

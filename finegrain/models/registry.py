@@ -10,7 +10,6 @@ import gc
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import keras
@@ -19,6 +18,7 @@ from finegrain.errors import UserError
 from finegrain.models import resnet
 from finegrain.models.heads import build_head, check_head_options
 from finegrain.models.layers import BN_MOMENTUM, DropBlock, Preprocess, new_keep_prob_variable
+from finegrain.models.weights import load_weights
 
 IMAGENET_CLASSES = 1001  # the official heads: index 0 is "background"
 
@@ -106,23 +106,6 @@ def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_si
     if weights is not None:
         load_weights(model, weights)
     return model
-
-
-def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
-    """Load a Keras weights file or an official TF1 checkpoint into `model` (UserError if unfit)."""
-    path = Path(path)
-    if path.name.endswith(".h5"):
-        if not path.is_file():
-            raise UserError(f"weights file {path} does not exist")
-        try:
-            model.load_weights(path)
-        except Exception as e:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"weights file {path} does not fit model {model.name!r}: {first_line}") from None
-        return
-    from finegrain.models import tf1  # imports TensorFlow: only when a TF1 checkpoint is asked for
-
-    tf1.load_tf1_checkpoint(model, path)
 
 
 def _walk_layers(model: keras.Model):

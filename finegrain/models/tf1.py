@@ -1,4 +1,4 @@
-"""Official TF1 checkpoints (clovaai/assembled-cnn) -> Keras weights. Imports TensorFlow.
+"""Official TF1 checkpoints (clovaai/assembled-cnn) -> Keras weights.
 
 The mapping is by name: each weighted Keras layer is named after its TF1 variable scope with "-" for
 "/" (see finegrain.models.resnet), so a Keras variable with path `stage1-big1-sk_block_1/sk_fc_1/kernel`
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from finegrain.errors import UserError
-from finegrain.models.heads import CLASSIFIER_NAMES, EMBEDDING_BN, EMBEDDING_DENSE
+from finegrain.errors import UserError, first_line
+from finegrain.models.heads import CLASSIFIER_NAMES, EMBEDDING_DENSE, HEAD_LAYERS
 from finegrain.models.resnet import SEPARATOR
 
 MODEL_SCOPE = "resnet_model/"
 IGNORED_NAMES = frozenset({"global_step"})
 SLOT_SUFFIXES = frozenset({"Momentum", "Adam", "Adam_1", "RMSProp", "RMSProp_1", "ExponentialMovingAverage"})
-HEAD_SCOPES = (*CLASSIFIER_NAMES.values(), EMBEDDING_DENSE, EMBEDDING_BN)
 HEAD_MODES = ("auto", "require", "skip")
 
 
@@ -37,20 +37,14 @@ class LoadReport:
     """What `load_tf1_checkpoint` did."""
 
     checkpoint: str
+    arch: str = ""
     loaded: list[str] = field(default_factory=list)  # TF1 names assigned to the model
     skipped_head: list[str] = field(default_factory=list)  # head variables left at their initial values
     ignored: list[str] = field(default_factory=list)  # global_step, optimizer slots, non-model variables
 
 
-def _short(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def resolve_checkpoint(path: str | os.PathLike) -> str:
     """A directory with a `checkpoint` file or a `model.ckpt-N` prefix (or one of its files) -> prefix."""
-    import tensorflow as tf
-
     path = Path(path)
     if path.is_dir():
         if not (path / "checkpoint").is_file():
@@ -59,7 +53,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
         try:
             state = tf.train.get_checkpoint_state(str(path))
         except Exception as e:
-            raise UserError(f"cannot parse {path / 'checkpoint'}: {_short(e)}") from None
+            raise UserError(f"cannot parse {path / 'checkpoint'}: {first_line(e)}") from None
         if state is None or not state.model_checkpoint_path:
             raise UserError(f"{path / 'checkpoint'} names no checkpoint (model_checkpoint_path is empty)")
         recorded = Path(state.model_checkpoint_path)
@@ -86,18 +80,16 @@ def _is_ignored(name: str) -> bool:
 
 def _head_scope(tf1_name: str) -> str | None:
     scope = tf1_name[len(MODEL_SCOPE):].split("/", 1)[0]
-    return scope if scope in HEAD_SCOPES else None
+    return scope if scope in HEAD_LAYERS else None
 
 
 def read_variable_shapes(prefix: str) -> dict[str, tuple[int, ...]]:
     """All variable names and shapes of a TF1 checkpoint (UserError if unreadable)."""
-    import tensorflow as tf
-
     try:
         reader = tf.train.load_checkpoint(prefix)
         return {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()}
     except Exception as e:  # DataLossError, NotFoundError, OutOfRangeError, ... all mean "unreadable"
-        raise UserError(f"cannot read TF1 checkpoint {prefix}: {_short(e)} (truncated or corrupt files? "
+        raise UserError(f"cannot read TF1 checkpoint {prefix}: {first_line(e)} (truncated or corrupt files? "
                         "download them again)") from None
 
 
@@ -157,7 +149,7 @@ def plan_load(model: keras.Model, shapes: dict[str, tuple[int, ...]], head: str 
     skipped: set[str] = set()
     if head != "require":
         # A head layer loads as a whole or not at all (a kernel without its bias would be nonsense).
-        for scope in HEAD_SCOPES:
+        for scope in HEAD_LAYERS:
             in_model = {name for name in targets if _head_scope(name) == scope}
             in_checkpoint = {name for name in available if _head_scope(name) == scope}
             loads = (head == "auto" and in_model and in_model == in_checkpoint
@@ -193,8 +185,6 @@ def load_tf1_checkpoint(model: keras.Model, path: str | os.PathLike, *, head: st
     load too; "skip": never load the head. All values are read before any is assigned, so a failure
     leaves the model untouched.
     """
-    import tensorflow as tf
-
     prefix = resolve_checkpoint(path)
     shapes = read_variable_shapes(prefix)
     to_load, skipped, ignored = plan_load(model, shapes, head, where=f"checkpoint {prefix}")
@@ -203,41 +193,9 @@ def load_tf1_checkpoint(model: keras.Model, path: str | os.PathLike, *, head: st
         reader = tf.train.load_checkpoint(prefix)
         values = {name: reader.get_tensor(name) for name in to_load}
     except Exception as e:
-        raise UserError(f"cannot read TF1 checkpoint {prefix}: {_short(e)} (truncated or corrupt files? "
+        raise UserError(f"cannot read TF1 checkpoint {prefix}: {first_line(e)} (truncated or corrupt files? "
                         "download them again)") from None
     for name, value in values.items():
         variable = targets[name]
         variable.assign(np.asarray(value, dtype=variable.dtype).reshape(variable.shape))
-    return LoadReport(checkpoint=prefix, loaded=to_load, skipped_head=skipped, ignored=ignored)
-
-
-def import_checkpoint(checkpoint: str | os.PathLike, arch: str, out: str | os.PathLike, *,
-                      overwrite: bool = False) -> LoadReport:
-    """Convert an official TF1 checkpoint to a Keras weights file (`*.weights.h5`), atomically.
-
-    The model is sized from the checkpoint's head (1001 ImageNet classes, or a fine-tuned head), and
-    every variable, head included, must map. Refuses to replace an existing `out` unless `overwrite`.
-    """
-    from finegrain.models.registry import create_model, model_entry
-    from finegrain.utils.io import atomic_path
-
-    out = Path(out)
-    if not out.name.endswith(".weights.h5"):
-        raise UserError(f"--out must end with .weights.h5 (Keras weights file), got {out}")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --force to overwrite it")
-    model_entry(arch)  # unknown arch: fail before reading anything
-    num_classes, embedding_size = checkpoint_head(checkpoint)
-    if num_classes is None:
-        raise UserError(f"checkpoint {checkpoint} has no classifier (resnet_model/dense/*): not an official one")
-    model = create_model(arch, num_classes=num_classes, embedding_size=embedding_size)
-    report = load_tf1_checkpoint(model, checkpoint, head="require")
-    with atomic_path(out) as tmp:
-        # Keras insists on the .weights.h5 suffix, which the atomic temporary name does not have.
-        staging = tmp.with_name(tmp.name + ".weights.h5")
-        try:
-            model.save_weights(staging)
-            os.replace(staging, tmp)
-        finally:
-            staging.unlink(missing_ok=True)
-    return report
+    return LoadReport(checkpoint=prefix, arch=model.name, loaded=to_load, skipped_head=skipped, ignored=ignored)

@@ -12,6 +12,8 @@ import math
 import keras
 import tensorflow as tf
 
+from finegrain.models import batchnorm_layers
+
 LOSSES = ("softmax", "cosine_softmax", "arcface")
 
 
@@ -63,8 +65,6 @@ def decayed_variables(model: keras.Model) -> list:
     As the original (it filtered `'batch_normalization' not in name` over all trainable variables),
     biases and the classifier are decayed too; only BatchNorm is exempt.
     """
-    from finegrain.models import batchnorm_layers
-
     bn_ids = {id(v) for layer in batchnorm_layers(model) for v in layer.weights}
     return [v for v in model.trainable_variables if id(v) not in bn_ids]
 

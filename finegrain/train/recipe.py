@@ -8,6 +8,8 @@ outside a field's allowed set is a `UserError` naming the key and what is allowe
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from typing import Any
 import yaml
 
 from finegrain.errors import UserError
+from finegrain.models.card import REFERENCE_HELP
+from finegrain.train.tasks import TASK_NAMES
 from finegrain.utils.io import atomic_write_text
 
 
@@ -45,8 +49,8 @@ class ModelConfig:
     arch: str = _doc("assemble_resnet50", "a model name from `finegrain models`")
     init: str | None = _doc(
         None,
-        "null = from scratch (warns); official = the released ImageNet weights under $FINEGRAIN_WEIGHTS_DIR; "
-        "a .weights.h5 file, an official TF1 checkpoint (directory or model.ckpt-N prefix) or a finegrain run directory",
+        "null = from scratch (warns); official = the released ImageNet weights of model.arch under "
+        f"$FINEGRAIN_WEIGHTS_DIR; or any model reference: {REFERENCE_HELP}",
     )
     pooling: str = _choice("avg", "avg", "gem", doc="global pooling before the embedding")
     embedding_size: int = _doc(0, "0 = the pooled features are the embedding; >0 adds conv+BN to this size")
@@ -91,9 +95,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    metric: str = _choice("top1", "top1", "recall@1", doc="selects the best checkpoints")
     every_epochs: int = _doc(1, "evaluate every N epochs (and after the last)")
-    keep_best: int = _doc(3, "number of best checkpoints kept")
+    keep_best: int = _doc(3, "number of best checkpoints kept (by top-1, or Recall@1 for retrieval)")
     recall_ks: list[int] | None = _doc(None, "null = the data set's customary K list")
 
 
@@ -113,7 +116,7 @@ class RuntimeConfig:
 class Recipe:
     name: str = "custom"
     description: str = ""
-    task: str = _choice("classification", "classification", "retrieval")
+    task: str = _choice("classification", *TASK_NAMES, doc="what kind of run (finegrain.train.tasks)")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -149,7 +152,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None:
             return None
     elif tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text: take what the user means
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"recipe key '{key}' must be a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -159,11 +169,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise UserError(f"recipe key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+#: Keys of older finegrain versions, ignored when read so that old run directories still resume.
+RETIRED_KEYS = {"eval.metric"}  # the task now decides: top-1 for classification, Recall@1 for retrieval
+NAME_PATTERN = re.compile(r"[^/\\.\s][^/\\]*")  # one path component: it names the run directory
+MAX_IMAGE_SIZE = 2048  # beyond this one image alone outgrows a GPU's memory at ResNet-50 widths
+MAX_EMBEDDING_SIZE = 16384
+
+
 def _build(cls: type, values: Any, prefix: str) -> Any:
     if not isinstance(values, dict):
         raise UserError(f"recipe section '{prefix[:-1] or 'top level'}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in values.items() if prefix + str(k) not in RETIRED_KEYS}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         where = f"in '{prefix[:-1]}' " if prefix else ""
@@ -195,6 +213,22 @@ def _check_consistency(r: Recipe) -> None:
     for key, value in positive.items():
         if value < 1:
             raise UserError(f"recipe key '{key}' must be at least 1, got {value}")
+    if not NAME_PATTERN.fullmatch(r.name):
+        raise UserError(f"recipe name {r.name!r} must not hold '/' or start with '.' (it names the run directory)")
+    if r.data.image_size > MAX_IMAGE_SIZE:
+        raise UserError(f"recipe key 'data.image_size' is {r.data.image_size}; at most {MAX_IMAGE_SIZE} pixels")
+    if r.model.embedding_size > MAX_EMBEDDING_SIZE or r.model.embedding_size < 0:
+        raise UserError(f"recipe key 'model.embedding_size' must be 0..{MAX_EMBEDDING_SIZE}, got {r.model.embedding_size}")
+    for key, value, low, low_ok in (("train.base_lr", r.train.base_lr, 0.0, False),
+                                     ("train.loss_scale", r.train.loss_scale, 0.0, False),
+                                     ("train.warmup_epochs", r.train.warmup_epochs, 0.0, True),
+                                     ("train.weight_decay", r.train.weight_decay, 0.0, True),
+                                     ("train.loss_margin", r.train.loss_margin, 0.0, True),
+                                     ("train.seed", r.train.seed, 0, True)):
+        if value < low or (value == low and not low_ok):
+            raise UserError(f"recipe key '{key}' must be {'at least' if low_ok else 'greater than'} {low}, got {value}")
+    if not 0.0 <= r.train.momentum < 1.0:
+        raise UserError(f"recipe key 'train.momentum' must be in [0, 1), got {r.train.momentum}")
     if r.train.steps_per_epoch is not None and r.train.steps_per_epoch < 1:
         raise UserError("recipe key 'train.steps_per_epoch' must be null or at least 1")
     for key in ("dropblock_keep_prob_start", "dropblock_keep_prob_end"):
@@ -204,16 +238,12 @@ def _check_consistency(r: Recipe) -> None:
         raise UserError("recipe key 'train.label_smoothing' must be in [0, 1)")
     if r.train.bn_momentum is not None and not 0.0 <= r.train.bn_momentum < 1.0:
         raise UserError("recipe key 'train.bn_momentum' must be null or in [0, 1)")
-    if r.data.mixup_type and r.data.mixup_alpha <= 0:
-        raise UserError("recipe key 'data.mixup_alpha' must be > 0 when data.mixup_type is 1 or 2")
+    if r.data.mixup_alpha <= 0:
+        raise UserError(f"recipe key 'data.mixup_alpha' must be greater than 0, got {r.data.mixup_alpha}")
     if r.train.loss in ("cosine_softmax", "arcface") and r.model.head != "cosine":
         raise UserError(f"train.loss={r.train.loss} needs model.head=cosine (set --set model.head=cosine)")
     if r.train.loss == "softmax" and r.model.head == "cosine":
         raise UserError("model.head=cosine needs train.loss=cosine_softmax or arcface")
-    if r.task == "retrieval" and r.eval.metric != "recall@1":
-        raise UserError("task=retrieval selects checkpoints by eval.metric=recall@1")
-    if r.task == "classification" and r.eval.metric != "top1":
-        raise UserError("task=classification selects checkpoints by eval.metric=top1")
     if r.eval.recall_ks is not None and (not r.eval.recall_ks or min(r.eval.recall_ks) < 1):
         raise UserError("recipe key 'eval.recall_ks' must be a non-empty list of positive integers")
 

@@ -1,51 +1,30 @@
-"""Per-step schedules of a fine-tuning run: learning rate, DropBlock keep probability, BN momentum.
+"""Per-step schedules of a training run: learning rate, DropBlock keep probability, BN momentum.
 
 All are pure functions of the global step, so a resumed run lands on the same point of every
-schedule just by restoring the step counter (the optimizer's `iterations`).
+schedule just by restoring the step counter.
 """
 
 from __future__ import annotations
 
-import math
-
 import keras
-import tensorflow as tf
+
+from finegrain.train.recipe import TrainConfig
 
 
-@keras.saving.register_keras_serializable(package="finegrain")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `base_lr` over `warmup_steps`, then cosine decay to 0 at `total_steps`.
+def learning_rate(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up from 0 to `base_lr`, then cosine decay to 0 at the last step (as the original);
+    `lr_schedule: constant` keeps `base_lr` after the warm-up.
 
-    As the original: during warm-up lr = base_lr * step / warmup_steps; afterwards
-    lr = base_lr * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2. `kind="constant"` keeps
-    base_lr after the warm-up.
+    Keras' CosineDecay does both: warm-up lr = base_lr * step / warmup_steps, then
+    base_lr * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2; alpha = 1 makes the decay flat.
     """
-
-    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0, kind: str = "cosine") -> None:
-        if kind not in ("cosine", "constant"):
-            raise ValueError(f"unknown learning-rate schedule {kind!r}")
-        self.base_lr = float(base_lr)
-        self.total_steps = max(int(total_steps), 1)
-        self.warmup_steps = max(int(warmup_steps), 0)
-        self.kind = kind
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        base = tf.constant(self.base_lr, tf.float32)
-        if self.kind == "cosine":
-            decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
-            progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
-            after = base * 0.5 * (1.0 + tf.cos(math.pi * progress))
-        else:
-            after = base
-        if self.warmup_steps == 0:
-            return after
-        warm = base * step / float(self.warmup_steps)
-        return tf.where(step < self.warmup_steps, warm, after)
-
-    def get_config(self) -> dict:
-        return {"base_lr": self.base_lr, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "kind": self.kind}
+    total = max(steps_per_epoch * train.epochs, 1)
+    warmup = round(train.warmup_epochs * steps_per_epoch)
+    alpha = 1.0 if train.lr_schedule == "constant" else 0.0
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(train.base_lr, total, alpha=alpha)
+    return keras.optimizers.schedules.CosineDecay(0.0, max(total - warmup, 1), alpha=alpha,
+                                                  warmup_target=train.base_lr, warmup_steps=warmup)
 
 
 def keep_prob_at(step: int, total_steps: int, start: float, end: float) -> float:

@@ -88,18 +88,6 @@ def test_help_prints_definitions(capsys):
 # End to end: a real (tiny) run directory trained by finegrain.train on the synthetic set.
 
 
-def tiny_net(arch: str, *, num_classes: int, input_shape=(None, None, 3), **_: object):
-    """A small conv net with the create_model contract, so the run trains and loads in seconds."""
-    import keras
-
-    images = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(images)
-    features = keras.layers.Conv2D(12, 5, strides=4, activation="relu")(x)
-    embedding = keras.layers.GlobalMaxPooling2D()(features)
-    logits = keras.layers.Dense(num_classes, dtype="float32")(embedding)
-    return keras.Model(images, {"features": features, "embedding": embedding, "logits": logits})
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from finegrain.train import engine
@@ -107,16 +95,14 @@ def run_dir(tmp_path_factory):
 
     recipe = recipe_from_dict({
         "name": "eval-test",
-        "model": {"arch": "resnet50", "init": None},
+        "model": {"arch": "tiny_test_net", "init": None},
         "data": {"source": "synthetic", "image_size": 32},
         "train": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 3, "base_lr": 0.05, "warmup_epochs": 0.0},
         "eval": {"every_epochs": 1, "keep_best": 1},
     })
     path = tmp_path_factory.mktemp("runs") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "_create_model", tiny_net)  # load_run builds through it too
-        engine.tune(recipe, path)
-        yield path
+    engine.tune(recipe, path)
+    return path
 
 
 def test_retrieval_eval_on_a_run(run_dir, tmp_path, capsys):
@@ -139,23 +125,23 @@ def test_retrieval_eval_on_a_run(run_dir, tmp_path, capsys):
 
 def test_saved_model_export_gives_the_same_outputs(run_dir, capsys):
     from finegrain.evaluate.classify import softmax
-    from finegrain.evaluate.embed import load_model_source
+    from finegrain.models import load_model
 
-    run_source, saved = load_model_source(run_dir), load_model_source(run_dir / "export")
-    assert saved.description.startswith("SavedModel") and saved.class_names is None
+    run_source, saved = load_model(run_dir), load_model(run_dir / "export")
+    assert saved.description.startswith("SavedModel") and saved.card.class_names == run_source.card.class_names
     # Integer-valued images: the export's uint8 input loses nothing, so outputs must agree.
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
-    a, b = run_source.predict(images, ("embedding", "logits")), saved.predict(images, ("embedding", "logits"))
+    a, b = run_source.forward(images), saved.forward(images)
     np.testing.assert_allclose(np.asarray(b["embedding"]), np.asarray(a["embedding"]), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(softmax(np.asarray(b["logits"])), softmax(run_source.logit_scale * np.asarray(a["logits"])),
-                               atol=1e-5)
+    np.testing.assert_allclose(softmax(np.asarray(b["logits"])),
+                               softmax(run_source.card.logit_scale * np.asarray(a["logits"])), atol=1e-5)
     code, out, err = run(capsys, "eval", "--model", str(run_dir / "export"), "--dataset", "synthetic", "--json")
     assert code == 0, err
     assert json.loads(out)["num_examples"] == 200
 
 
 def test_eval_on_a_run(run_dir, capsys):
-    code, out, err = run(capsys, "eval", "--model", str(run_dir), "--dataset", "synthetic", "--json")
+    code, out, err = run(capsys, "eval", "--model", str(run_dir), "--json")  # the run knows its data and split
     assert code == 0, err
     report = json.loads(out)
     assert report["num_examples"] == 200 and report["num_classes"] == 10

@@ -14,7 +14,8 @@ os.environ.setdefault("FINEGRAIN_DATA_DIR", os.path.join(tempfile.gettempdir(), 
 
 
 def small_recipe(**sections: object) -> Recipe:
-    """A recipe that trains in seconds on 2 CPU cores: synthetic data at 32 px, a few steps."""
+    """A recipe that trains in seconds on 2 CPU cores: synthetic data at 32 px, a few steps (ResNet-50;
+    `tiny_recipe` for the tiny test architecture)."""
     values = {
         "name": "test",
         "model": {"arch": "resnet50", "init": None},
@@ -37,35 +38,7 @@ def make_recipe():
     return small_recipe
 
 
-def tiny_model(arch: str, *, num_classes: int, head: str = "linear", weights=None, input_shape=(None, None, 3),
-               **_: object):
-    """A conv net with the finegrain output contract, for tests that do not need a real architecture."""
-    import keras
-
-    from finegrain.models.layers import CosineClassifier
-
-    images = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 255.0)(images)
-    for filters, stride in ((16, 2), (32, 2), (32, 1)):
-        x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.ReLU()(x)
-    features = x
-    embedding = keras.layers.GlobalAveragePooling2D()(features)
-    if head == "cosine":
-        logits = CosineClassifier(num_classes)(embedding)
-    else:
-        logits = keras.layers.Dense(num_classes, dtype="float32")(embedding)
-    model = keras.Model(images, {"features": features, "embedding": embedding, "logits": logits})
-    if weights is not None:
-        model.load_weights(weights)
-    return model
-
-
-@pytest.fixture
-def tiny_arch(monkeypatch):
-    """Make the engine build `tiny_model` whatever model.arch says."""
-    from finegrain.train import engine
-
-    monkeypatch.setattr(engine, "_create_model", tiny_model)
-
+def tiny_recipe(**sections: object) -> Recipe:
+    """`small_recipe` on the registered tiny test architecture (tests/tiny_arch.py)."""
+    model = {"arch": "tiny_test_net", **dict(sections.pop("model", {}))}  # type: ignore[arg-type]
+    return small_recipe(model=model, **sections)

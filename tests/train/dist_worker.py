@@ -3,8 +3,8 @@
 usage: python dist_worker.py STRATEGY RUN_DIR OUT_JSON [--logical-cpus N]
 
 The strategy needs a fresh process: logical CPU devices (MirroredStrategy on a CPU-only machine)
-and MultiWorkerMirroredStrategy must be configured before TensorFlow runs any op. The model is a
-tiny conv net with the finegrain output contract (the real architectures are exercised by the
+and MultiWorkerMirroredStrategy must be configured before TensorFlow runs any op. The model is the
+registered tiny test architecture (the real architectures are exercised by the
 single-process tests); the data is the real synthetic set through the real pipeline.
 Writes {"replica_weights_equal", "replicas", "num_replicas_in_sync", "history"} to OUT_JSON and the
 final weights to OUT_JSON.npz.
@@ -30,13 +30,13 @@ def main() -> None:
 
     import numpy as np
 
-    sys.path.insert(0, os.path.dirname(__file__))
-    from conftest import small_recipe, tiny_model
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    import tests.tiny_arch  # noqa: F401  (registers tiny_test_net)
+    from tests.train.conftest import tiny_recipe
 
     from finegrain.train import engine
 
-    engine._create_model = tiny_model
-    recipe = small_recipe(train={"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "base_lr": 0.05},
+    recipe = tiny_recipe(train={"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "base_lr": 0.05},
                           runtime={"deterministic": False})
     result = engine.tune(recipe, run_dir, strategy=strategy)
     equal, replicas = True, 1

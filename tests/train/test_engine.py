@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from finegrain.errors import UserError
+from finegrain.models import load_model
 from finegrain.train import engine, rundir
 from finegrain.train.progress import Reporter
 
@@ -46,7 +47,7 @@ def full_run(tmp_path_factory):
 
 def test_run_directory_holds_everything(full_run):
     run = full_run.run_dir
-    for name in (rundir.RECIPE, rundir.CLASSES, rundir.METRICS, rundir.WEIGHTS, rundir.CURVES, rundir.SUMMARY):
+    for name in (rundir.CARD, rundir.RECIPE, rundir.CLASSES, rundir.METRICS, rundir.WEIGHTS, rundir.CURVES, rundir.SUMMARY):
         assert (run / name).is_file(), name
     assert any((run / rundir.TENSORBOARD).glob("events.out.tfevents.*"))
     assert (run / rundir.EXPORT / "saved_model.pb").is_file()
@@ -78,10 +79,10 @@ def test_export_and_load_run_match_the_model_in_memory(full_run):
     emb = served.signatures["embedding"](images=tf.constant(images))["embedding"]
     np.testing.assert_allclose(emb.numpy(), expected["embedding"].numpy(), rtol=1e-3, atol=1e-5)
 
-    model, class_names, recipe = rundir.load_run(full_run.run_dir)
-    assert len(class_names) == 10 and recipe.name == "test"
-    np.testing.assert_allclose(model(images.astype("float32"))["logits"].numpy(), expected["logits"].numpy(),
-                               rtol=1e-3, atol=1e-5)
+    loaded = load_model(full_run.run_dir)
+    assert len(loaded.card.class_names) == 10 and loaded.card.arch == "resnet50" and loaded.card.image_size == 32
+    np.testing.assert_allclose(loaded.forward(images.astype("float32"))["logits"].numpy(),
+                               expected["logits"].numpy(), rtol=1e-3, atol=1e-5)
 
 
 def test_resume_after_epoch_one_equals_the_uninterrupted_run(full_run, tmp_path):

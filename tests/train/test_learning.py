@@ -1,17 +1,17 @@
 """A short run learns: top-1 on the synthetic test split well above chance (10 classes: 0.10).
 
-The model is the tiny conv net of conftest.py, not a ResNet: on this 2-core CPU one ResNet-50 train
+The model is the registered tiny test architecture (tests/tiny_arch.py), not a ResNet: on this 2-core CPU one ResNet-50 train
 step costs seconds whatever the image size, and a from-scratch ResNet needs far more steps than a
 test can afford. The engine, loss, schedules, data pipeline and evaluation are the real ones.
 """
 
 from finegrain.train import engine
 
-from .conftest import small_recipe
+from .conftest import tiny_recipe
 
 
-def test_short_run_learns_well_above_chance(tiny_arch, tmp_path):
-    recipe = small_recipe(
+def test_short_run_learns_well_above_chance(tmp_path):
+    recipe = tiny_recipe(
         data={"image_size": 64},
         train={"epochs": 8, "batch_size": 32, "steps_per_epoch": None, "base_lr": 0.1, "warmup_epochs": 0.5,
                "weight_decay": 0.0001},

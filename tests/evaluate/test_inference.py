@@ -1,4 +1,4 @@
-"""embed.py on a tiny stand-in model (the contract's dict outputs) and a small folder data set."""
+"""evaluate.inference on a tiny stand-in model (the contract's dict outputs) and a small folder data set."""
 
 from pathlib import Path
 
@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from finegrain.errors import UserError
+from finegrain.data import load_split
+from finegrain.evaluate.inference import eval_settings, split_outputs
+from finegrain.models import ModelCard
+from finegrain.models.refs import keras_forward
+
+CARD = ModelCard("mean_colour", num_classes=4)  # nothing known about its preprocessing: the data set's
 
 COLOURS = {"a_red": (200, 30, 30), "b_green": (30, 200, 30), "c_blue": (30, 30, 200), "d_yellow": (200, 200, 30)}
 
@@ -35,13 +40,11 @@ def colour_folder(tmp_path_factory) -> Path:
 
 
 def test_split_outputs_are_normalised_mean_colours(colour_folder):
-    from finegrain.data import load_split
-    from finegrain.evaluate.embed import ModelSource, _keras_predict, split_outputs
-
     split = load_split(str(colour_folder), "retrieval_test", data_dir=colour_folder / "cache")
-    source = ModelSource(_keras_predict(mean_colour_model()), "stand-in")
-    outputs, labels = split_outputs(source, split, keys=("embedding", "logits"), image_size=32, batch_size=3,
-                                    progress=False)
+    seen = []
+    outputs, labels = split_outputs(keras_forward(mean_colour_model()), CARD, split, keys=("embedding", "logits"),
+                                    image_size=32, batch_size=3, on_batch=seen.append)
+    assert seen == [3, 3, 3, 1]
     # retrieval_test = second half of the classes (blue, yellow), train + test images: 2 x 5.
     assert np.bincount(labels).tolist() == [5, 5]
     emb = outputs["embedding"]
@@ -55,22 +58,16 @@ def test_split_outputs_are_normalised_mean_colours(colour_folder):
 
 
 def test_classification_split_skips_unreadable_image(colour_folder):
-    from finegrain.data import load_split
-    from finegrain.evaluate.embed import ModelSource, _keras_predict, split_outputs
-
     split = load_split(str(colour_folder), "test", data_dir=colour_folder / "cache")
     assert [Path(p).name for p, _ in split.skipped] == ["broken.jpg"]
-    outputs, labels = split_outputs(ModelSource(_keras_predict(mean_colour_model()), "stand-in"), split,
-                                    keys=("logits",), image_size=32, progress=False)
+    outputs, labels = split_outputs(keras_forward(mean_colour_model()), CARD, split, image_size=32)
     assert outputs["logits"].shape == (8, 4) and np.bincount(labels).tolist() == [2, 2, 2, 2]
 
 
-def test_model_source_errors(tmp_path):
-    from finegrain.evaluate.embed import load_model_source
-
-    with pytest.raises(UserError, match="does not exist"):
-        load_model_source(tmp_path / "missing")
-    weights = tmp_path / "model.weights.h5"
-    weights.write_bytes(b"")
-    with pytest.raises(UserError, match="--arch"):
-        load_model_source(weights)
+def test_eval_settings_come_from_the_card_then_the_data_set(colour_folder):
+    split = load_split(str(colour_folder), "test", data_dir=colour_folder / "cache")
+    assert eval_settings(CARD, split, "logits") == (224, "imagenet")
+    assert eval_settings(CARD, split, "embedding") == (224, "reid")
+    trained = ModelCard("resnet50", image_size=96, preprocessing="imagenet_224_256")
+    assert eval_settings(trained, split, "embedding") == (96, "imagenet_224_256")
+    assert eval_settings(trained, split, "embedding", 64, "reid") == (64, "reid")
