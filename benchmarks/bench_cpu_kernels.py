@@ -28,8 +28,9 @@ def child(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
     from finegrain.models import create_model
-    from finegrain.train.engine import make_train_step
     from finegrain.train.recipe import recipe_from_dict
+    from finegrain.train.step import make_train_step
+    from finegrain.train.tasks import get_task
 
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32"))
@@ -39,7 +40,7 @@ def child(args: argparse.Namespace) -> None:
     model = create_model(args.arch, num_classes=10, zero_init_residual=True)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     optimizer.build(model.trainable_variables)
-    step = make_train_step(model, optimizer, tf.distribute.get_strategy(), recipe, args.batch)
+    step = make_train_step(model, optimizer, tf.distribute.get_strategy(), get_task(recipe.task)(recipe), args.batch)
     for _ in range(2):  # trace + warm up
         float(step((images, labels))[0])
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Both train on the same synthetic batches (batch 32, 224 px, CPU by default) in one process, taking
 turns (A, B, A, B, ...) so that load from other processes hits both alike. Prints images/s of each
-and the ratio engine / fit. Assemble-ResNet-50 costs 1.4x the FLOPs of ResNet-50 (SPEC §1: 11.55 G vs
+and the ratio engine / fit. Assemble-ResNet-50 costs 1.4x the FLOPs of ResNet-50 (the paper: 11.55 G vs
 8.24 G), so the ratio measures the architecture and the engine together.
 
 usage: python benchmarks/bench_train.py [--batch 32] [--size 224] [--steps 2] [--rounds 3] [--precision float32]
@@ -34,8 +34,9 @@ def main() -> None:
     import tensorflow as tf
 
     from finegrain.models import create_model
-    from finegrain.train.engine import make_train_step
     from finegrain.train.recipe import recipe_from_dict
+    from finegrain.train.step import make_train_step
+    from finegrain.train.tasks import get_task
 
     keras.mixed_precision.set_global_policy(args.precision)
     rng = np.random.default_rng(0)
@@ -49,7 +50,7 @@ def main() -> None:
     model_a = create_model("assemble_resnet50", num_classes=args.classes)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     optimizer.build(model_a.trainable_variables)
-    step_a = make_train_step(model_a, optimizer, tf.distribute.get_strategy(), recipe, args.batch)
+    step_a = make_train_step(model_a, optimizer, tf.distribute.get_strategy(), get_task(recipe.task)(recipe), args.batch)
 
     def turn_a() -> None:
         for batch in batches:

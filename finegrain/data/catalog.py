@@ -51,7 +51,7 @@ class DatasetRecord:
     retrieval_preprocessing: str = "reid"
     tfds_name: str | None = None
     label_key: str = "label"
-    paper_sizes: dict[str, int] = field(default_factory=dict)  # SPEC.md §4/§5 image counts per split
+    paper_sizes: dict[str, int] = field(default_factory=dict)  # the paper's image counts per split
     homepage: str = ""
 
     def split_spec(self, split: str) -> SplitSpec:
@@ -62,9 +62,6 @@ class DatasetRecord:
             raise UserError(f"data set {self.name!r} has no {split!r} split (it has: {have})")
         return self.splits[split]
 
-    def split_num_classes(self, split: str) -> int:
-        spec = self.split_spec(split)
-        return spec.classes[1] - spec.classes[0] if spec.classes else self.num_classes
 
 
 def _half_ranges(num_classes: int) -> dict[str, SplitSpec]:

@@ -3,8 +3,7 @@
 Determinism: the order of an epoch and every random choice (crop, flip, AutoAugment, mixup) are
 stateless functions of (seed, epoch, position in the epoch), so the same arguments always give the
 same batches, even with a parallel map; a resumed run can `skip(step)` into an epoch.
-Label smoothing belongs in the loss; `label_smoothing` here is applied to the one-hot targets
-before mixup only when asked (default 0), so do not use both.
+Label smoothing belongs in the loss (finegrain.train.losses), not here.
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ def train_batches(
     autoaugment: str | None = None,
     mixup_type: int = 0,
     mixup_alpha: float = 0.2,
-    label_smoothing: float = 0.0,
     seed: int = 0,
     epoch: int = 0,
 ) -> tf.data.Dataset:
@@ -67,8 +65,6 @@ def train_batches(
         raise UserError(f"mixup type must be 0 (off), 1 or 2, got {mixup_type}")
     if mixup_type and mixup_alpha <= 0:
         raise UserError(f"mixup alpha must be positive, got {mixup_alpha}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise UserError(f"label smoothing must be in [0, 1), got {label_smoothing}")
     group = batch_size * (2 if mixup_type == 1 else 1)
     if split.num_examples < group:
         raise UserError(
@@ -85,10 +81,7 @@ def train_batches(
         image = train_image(encoded, seeds[0], image_size=image_size, preprocessing=preprocessing)
         if autoaugment:
             image = apply_autoaugment(image, autoaugment, seeds[1])
-        target = tf.one_hot(label, num_classes, dtype=tf.float32)
-        if label_smoothing:
-            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
-        return image, target  # uint8 until batched: 4x less memory to copy
+        return image, tf.one_hot(label, num_classes, dtype=tf.float32)  # uint8 until batched: 4x less memory to copy
 
     ds = tf.data.Dataset.zip(split.shuffled(shuffle_seed), tf.data.Dataset.from_tensor_slices(seed_table))
     ds = ds.map(lambda x, seeds: example(*x, seeds), num_parallel_calls=AUTOTUNE, deterministic=True)

@@ -1,4 +1,4 @@
-"""Decode + geometry of the paper's preprocessing types (SPEC.md §3), at any image size.
+"""Decode + geometry of the paper's preprocessing types, at any image size.
 
 `image_size` is always the *training* size. The 224/256-style ratios of the original scale with it:
 e.g. `imagenet` at 112 evaluates on the centre 112/128 of the short side, resized to 112; `reid`

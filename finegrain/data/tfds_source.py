@@ -95,11 +95,6 @@ def _check_hosts(record: DatasetRecord, data_dir: Path, manual: Path) -> None:
                         f"{_manual_advice(record, manual)}")
 
 
-def is_prepared(name: str, data_dir: str | Path | None = None) -> bool:
-    record = get_record(name)
-    return bool(record.tfds_name) and _builder(record, resolve_data_dir(data_dir)).is_prepared()
-
-
 def fetch_tfds(
     name: str, *, data_dir: str | Path | None = None, manual_dir: str | Path | None = None, progress: bool = True
 ) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 from finegrain.errors import UserError
 
@@ -84,8 +85,6 @@ def classification_metrics(
     probabilities: np.ndarray, labels: np.ndarray, *, num_confusions: int = 10
 ) -> ClassificationReport:
     """All classification metrics from [N, C] probabilities (rows sum to 1) and [N] integer labels."""
-    from sklearn.metrics import confusion_matrix
-
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels)
     if p.ndim != 2 or y.ndim != 1 or p.shape[0] != y.shape[0] or p.shape[0] == 0:

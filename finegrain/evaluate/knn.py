@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import faiss
 import numpy as np
 
 from finegrain.errors import UserError
@@ -73,8 +74,6 @@ def prepare_embeddings(embeddings: np.ndarray, metric: str = "cosine") -> np.nda
 
 def _faiss_search(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, gpu: object | None):
     """Raw FAISS exact search -> (scores float32 [q, k], ids int64 [q, k]), higher score = closer."""
-    import faiss
-
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     if gpu is not None and k <= GPU_MAX_K:
         dist, ids = faiss.knn_gpu(gpu, xq, xb, k, metric=faiss_metric)
@@ -131,8 +130,6 @@ def _drop_self(scores: np.ndarray, ids: np.ndarray, query_ids: np.ndarray) -> tu
 
 
 def _gpu_resources(use_gpu: bool | None) -> object | None:
-    import faiss
-
     num_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if use_gpu is False or num_gpus == 0:
         if use_gpu:
@@ -143,8 +140,6 @@ def _gpu_resources(use_gpu: bool | None) -> object | None:
 
 def chunk_rows(k: int, chunk_size: int | None = None) -> int:
     """Queries per FAISS call: a multiple of FAISS's query block, bounded by a memory budget."""
-    import faiss
-
     block = max(1, int(faiss.cvar.distance_compute_blas_query_bs))
     if chunk_size is None:
         chunk_size = _CHUNK_RESULT_BYTES // (12 * (k + 2) * 3)  # ids + scores, ~3 live copies

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from finegrain.evaluate.knn import KnnResult
 from finegrain.utils.io import atomic_path
@@ -24,8 +25,6 @@ def sample_queries(knn: KnnResult, labels: np.ndarray, count: int) -> np.ndarray
 
 def read_images(dataset: Any, wanted: set[int], thumb: int = 96) -> dict[int, np.ndarray]:
     """Decode the encoded images at positions `wanted` of a (encoded, label) tf.data set into thumbnails."""
-    from PIL import Image
-
     found: dict[int, np.ndarray] = {}
     for position, (encoded, _) in enumerate(dataset.as_numpy_iterator()):
         if position in wanted:
@@ -49,7 +48,7 @@ def plot_retrieval(
     class_names: list[str] | None = None,
 ) -> None:
     """Write a PNG grid: one query per line, then its `top` nearest results framed green/red."""
-    import matplotlib
+    import matplotlib  # here, not at the top: matplotlib.use must run before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,7 +1,7 @@
 """Keras 3 layers of the Assemble-ResNet family, written with `keras.layers` and `keras.ops` only.
 
 No `tf.*` here: the family must also run under Keras 3's JAX and PyTorch backends. The layers follow
-the official TF1 implementation (clovaai/assembled-cnn), see SPEC.md section 1; where a layer's
+the official TF1 implementation (clovaai/assembled-cnn); where a layer's
 behaviour differs from a plain Keras layer, the docstring says why.
 """
 
@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-IMAGENET_MEANS = (123.68, 116.78, 103.94)  # RGB, 0..255 scale; no division by a std (SPEC 1)
+IMAGENET_MEANS = (123.68, 116.78, 103.94)  # RGB, 0..255 scale; no division by a std, as the original
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.997
 

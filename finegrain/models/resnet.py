@@ -1,4 +1,4 @@
-"""The ResNet family of the Assemble-ResNet paper, as functional Keras 3 graphs (SPEC.md section 1).
+"""The ResNet family of the Assemble-ResNet paper, as functional Keras 3 graphs.
 
 The builder follows the official TF1 code (clovaai/assembled-cnn) statement by statement where it
 matters for the weights: layers are created in the original's creation order and every weighted layer

@@ -9,6 +9,10 @@ import sys
 import time
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
 
 class Reporter:
     """No-op base: subclass and override the hooks you need."""
@@ -69,8 +73,6 @@ class RichReporter(Reporter):
     """A rich progress bar per epoch (loss, accuracy, images/s, ETA) and a summary table at the end."""
 
     def __init__(self, console: Any = None) -> None:
-        from rich.console import Console
-
         self.console = console or Console(stderr=True)
         self._progress: Any = None
         self._task: Any = None
@@ -82,8 +84,6 @@ class RichReporter(Reporter):
         self.console.print(f"[bold]tune[/] {shown}", highlight=False)
 
     def on_epoch_begin(self, epoch: int, steps: int, start_step: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self._progress = Progress(
             TextColumn(f"epoch {epoch + 1}/{self._epochs}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=self.console, transient=False,
@@ -102,8 +102,6 @@ class RichReporter(Reporter):
         self.console.print(f"  epoch {epoch + 1}: " + _format_metrics(metrics), highlight=False)
 
     def on_end(self, summary: dict[str, Any]) -> None:
-        from rich.table import Table
-
         table = Table(title="finegrain tune", show_header=False)
         for key, value in summary.items():
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))

@@ -64,7 +64,7 @@ class DataConfig:
     data_dir: str | None = _doc(None, "where prepared data sets live (null = the default data dir)")
     image_size: int = _doc(224, "training crop size in pixels")
     preprocessing: str = _choice(
-        "imagenet", "imagenet", "imagenet_224_256", "imagenet_224_256a", "reid", doc="SPEC §3 preprocessing type"
+        "imagenet", "imagenet", "imagenet_224_256", "imagenet_224_256a", "reid", doc="preprocessing type (finegrain.data.preprocessing)"
     )
     train_split: str = _choice("train", "train", "test", "retrieval_train", "retrieval_test")
     eval_split: str = _choice("test", "train", "test", "retrieval_train", "retrieval_test")
