@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column
 from rich.text import Text
+from tqdm.std import tqdm as std_tqdm
 
 _PATH = re.compile(r"(?<!\S)/\S+")  # an absolute path within a description ("Shuffling /data/.../x.tfrecord...")
 
@@ -59,8 +60,6 @@ def make_progress(console: Console) -> Progress:
 
 def bar_class(progress: Progress) -> type:
     """A tqdm class whose bars are tasks of `progress` (tqdm keeps the counting tfds relies on)."""
-    from tqdm.std import tqdm as std_tqdm
-
     class RichTaskBar(std_tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["gui"] = True  # tqdm itself writes nothing; display() below updates the rich task

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from finegrain.data import probe
 from finegrain.data.catalog import DatasetRecord, SplitSpec, get_record, resolve_data_dir
+from finegrain.data.tfds_progress import tfds_progress
 from finegrain.errors import UserError
 from finegrain.utils.io import atomic_path
 
@@ -80,8 +82,6 @@ def _check_hosts(record: DatasetRecord, data_dir: Path, manual: Path) -> None:
     Only files neither in the manual dir nor in tfds' download cache are downloaded, so only their
     hosts (or the proxy the environment names) are probed; a file is reachable if one mirror answers.
     """
-    from finegrain.data import probe
-
     needed = [f for f in manual_files(record)
               if not (manual / f.filename).exists() and not _already_downloaded(record, data_dir, f)]
     if not needed:
@@ -104,8 +104,6 @@ def fetch_tfds(
     their hosts (a few seconds offline, instead of minutes of retries). tfds' own messages go to stderr.
     """
     import tensorflow_datasets as tfds
-
-    from finegrain.data.tfds_progress import tfds_progress
 
     record = get_record(name)
     data_dir = resolve_data_dir(data_dir)
@@ -164,9 +162,7 @@ def _manual_advice(record: DatasetRecord, manual: Path) -> str:
 
 
 def _failure_message(record: DatasetRecord, manual: Path, error: Exception) -> str:
-    from finegrain.data.probe import describe
-
-    reason = describe(error)
+    reason = probe.describe(error)
     quoted = f"{type(error).__name__}: {reason}" if reason != type(error).__name__ else reason
     return f"could not prepare {record.name} ({quoted}). {_manual_advice(record, manual)}"
 
