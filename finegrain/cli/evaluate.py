@@ -1,29 +1,18 @@
-"""CLI commands for finegrain.evaluate: `retrieval-eval`, `eval` and `predict`.
+"""CLI commands for finegrain.evaluate: `retrieval-eval` and `eval`.
 
 No TensorFlow / faiss import at module level: they are imported inside the commands (--help stays fast).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from finegrain.cli.common import ARCH_HELP, MODEL_HELP, NUM_CLASSES_HELP, load_reference, positive, print_json
 from finegrain.errors import UserError
 from finegrain.models.card import REFERENCE_HELP
-
-MODEL_HELP = f"The model: {REFERENCE_HELP}."
-ARCH_HELP = "Architecture of a weights file without its card, or of a TF1 checkpoint it cannot be read from."
-NUM_CLASSES_HELP = "Classifier size of a weights file without its card (1001 for the official heads)."
-
-
-def _positive(value: Optional[int], option: str, allow_zero: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise UserError(f"{option} must be {'0 or more' if allow_zero else 'a positive integer'}, got {value}")
-
 
 def _load_array(path: Path, what: str) -> Any:
     import numpy as np
@@ -42,10 +31,10 @@ def _load_array(path: Path, what: str) -> Any:
     return array
 
 
-def _load(model: Path, arch: Optional[str], num_classes: Optional[int]) -> Any:
-    from finegrain.models import load_model
-
-    return load_model(model, arch=arch, num_classes=num_classes)
+def _arrays(embeddings: Optional[Path], labels: Optional[Path]) -> tuple[Any, Any]:
+    if embeddings is None or labels is None:
+        raise UserError("--embeddings and --labels go together: give both .npy files")
+    return _load_array(embeddings, "embeddings"), _load_array(labels, "labels")
 
 
 def _load_split(loaded: Any, dataset: Optional[str], data: Optional[Path], split: Optional[str],
@@ -86,23 +75,6 @@ def _outputs(loaded: Any, split_info: Any, key: str, image_size: Optional[int], 
     return outputs[key], labels
 
 
-def _no_nan(obj: Any) -> Any:
-    """JSON has no NaN: undefined figures become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_no_nan(v) for v in obj]
-    return obj
-
-
-def _print_json(obj: Any) -> None:
-    import sys
-
-    sys.stdout.write(json.dumps(_no_nan(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
 def retrieval_eval(
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Precomputed [N, D] embeddings (.npy)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="[N] integer labels for --embeddings (.npy); -1 = distractor."),
@@ -139,29 +111,27 @@ def retrieval_eval(
     - queries whose class has no other item are counted, reported and skipped.
     - search depth = max(max K, largest class size - 1), capped at gallery size - 1.
     """
-    from finegrain.cli.console import err, out, start_tensorflow
+    from finegrain.cli.console import err, start_tensorflow
     from finegrain.data.catalog import DEFAULT_RECALL_KS
     from finegrain.evaluate import metrics as m
 
-    _positive(batch_size, "--batch-size")
-    _positive(image_size, "--image-size")
+    positive(batch_size, "--batch-size")
+    positive(image_size, "--image-size")
     ks = m.parse_ks(k) if k else None
     if save_embeddings is not None:
         _check_writable(save_embeddings, "--save-embeddings")
     if embeddings is not None or labels is not None:
-        if embeddings is None or labels is None:
-            raise UserError("--embeddings and --labels go together: give both .npy files")
         if model is not None or dataset or data:
             raise UserError("give either --embeddings/--labels or --model with a data set, not both")
         if plot is not None:
             raise UserError("--plot shows images, which raw --embeddings do not have: use --model with --dataset/--data")
-        x, y = _load_array(embeddings, "embeddings"), _load_array(labels, "labels")
+        x, y = _arrays(embeddings, labels)
         split_info, source_desc, ks = None, f"embeddings {embeddings}", ks or list(DEFAULT_RECALL_KS)
     else:
         if model is None:
             raise UserError(f"give --model ({REFERENCE_HELP}) or --embeddings with --labels")
         start_tensorflow()
-        loaded = _load(model, arch, num_classes)
+        loaded = load_reference(model, arch, num_classes)
         split_info = _load_split(loaded, dataset, data, split, data_dir, "retrieval_test")
         x, y = _outputs(loaded, split_info, "embedding", image_size, preprocessing, batch_size, not as_json)
         source_desc = f"{loaded.description} on {split_info.info.name}/{split_info.name}"
@@ -187,9 +157,15 @@ def retrieval_eval(
         err.print(f"wrote {plot}", highlight=False, soft_wrap=True)
 
     if as_json:
-        _print_json({"source": source_desc, **report.to_dict()})
-        return
+        print_json({"source": source_desc, **report.to_dict()})
+    else:
+        _print_retrieval(report, source_desc)
+
+
+def _print_retrieval(report: Any, source_desc: str) -> None:
     from rich.table import Table
+
+    from finegrain.cli.console import out
 
     out.print(f"retrieval: {source_desc}", soft_wrap=True, highlight=False)
     table = Table()
@@ -207,7 +183,6 @@ def retrieval_eval(
         highlight=False,
         soft_wrap=True,
     )
-
 
 def _check_writable(path: Path, option: str) -> None:
     """Fail before the work, not after it: the folder of an output file must exist or be creatable."""
@@ -253,15 +228,15 @@ def eval_classification(
     - per-class accuracy: correct / images of the class.
     - confusions: (true, predicted) pairs with the most errors.
     """
-    from finegrain.cli.console import out, start_tensorflow
+    from finegrain.cli.console import start_tensorflow
 
-    _positive(batch_size, "--batch-size")
-    _positive(image_size, "--image-size")
-    _positive(confusions, "--confusions", allow_zero=True)
+    positive(batch_size, "--batch-size")
+    positive(image_size, "--image-size")
+    positive(confusions, "--confusions", allow_zero=True)
     start_tensorflow()
     from finegrain.evaluate.classify import classification_metrics, softmax
 
-    loaded = _load(model, arch, num_classes)
+    loaded = load_reference(model, arch, num_classes)
     split_info = _load_split(loaded, dataset, data, split, data_dir, "test")
     logits, y = _outputs(loaded, split_info, "logits", image_size, preprocessing, batch_size, not as_json)
     where = f"{split_info.info.name}/{split_info.name}"
@@ -269,13 +244,18 @@ def eval_classification(
         raise UserError(f"the model has {logits.shape[1]} classes but {where} has {split_info.num_classes}: "
                         "evaluate a model fine-tuned on this data set")
     report = classification_metrics(softmax(loaded.card.logit_scale * logits), y, num_confusions=confusions)
-    names = split_info.class_names
     if as_json:
-        _print_json({"source": f"{loaded.description} on {where}", **report.to_dict(class_names=names)})
-        return
+        print_json({"source": f"{loaded.description} on {where}", **report.to_dict(class_names=split_info.class_names)})
+    else:
+        _print_classification(report, split_info.class_names, f"{loaded.description} on {where}")
+
+
+def _print_classification(report: Any, names: list[str], source_desc: str) -> None:
     from rich.table import Table
 
-    out.print(f"classification: {loaded.description} on {where}", soft_wrap=True, highlight=False)
+    from finegrain.cli.console import out
+
+    out.print(f"classification: {source_desc}", soft_wrap=True, highlight=False)
     summary = Table()
     summary.add_column("metric", no_wrap=True)
     summary.add_column("value", justify="right", no_wrap=True)
@@ -299,64 +279,7 @@ def eval_classification(
             pairs.add_row(names[c.true_class], names[c.predicted_class], str(c.count))
         out.print(pairs)
 
-
-def predict(
-    images: list[Path] = typer.Argument(..., help="Image files to classify."),
-    model: Path = typer.Option(..., "--model", "-m", help=MODEL_HELP),
-    arch: Optional[str] = typer.Option(None, "--arch", help=ARCH_HELP),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help=NUM_CLASSES_HELP),
-    top: int = typer.Option(5, "--top", help="How many classes to show per image."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON to stdout."),
-) -> None:
-    """Top classes with probabilities for each image (class numbers when the model has no class names).
-
-    A missing or unreadable image gets one line on stderr; the others are still predicted
-    (exit code 1 if any image failed).
-    """
-    import numpy as np
-
-    from finegrain.cli.console import err, out, start_tensorflow
-
-    _positive(top, "--top")
-    start_tensorflow()
-    import tensorflow as tf
-
-    from finegrain.data.preprocessing import eval_image
-    from finegrain.evaluate.classify import softmax, top_k_indices
-    from finegrain.evaluate.inference import DEFAULT_IMAGE_SIZE
-
-    loaded = _load(model, arch, num_classes)
-    card = loaded.card
-    size, pre = card.image_size or DEFAULT_IMAGE_SIZE, card.preprocessing or "imagenet"
-    results, failed = [], 0
-    for path in images:
-        try:
-            image = eval_image(tf.constant(path.read_bytes()), image_size=size, preprocessing=pre)
-        except OSError as e:
-            err.print(f"[red]skipped[/] {path}: cannot read ({e.strerror or e})", highlight=False, soft_wrap=True)
-            failed += 1
-            continue
-        except (tf.errors.InvalidArgumentError, ValueError):
-            err.print(f"[red]skipped[/] {path}: not a decodable image (JPEG, PNG, BMP or GIF)", highlight=False, soft_wrap=True)
-            failed += 1
-            continue
-        probs = softmax(card.logit_scale * np.asarray(loaded.forward(image[None])["logits"]))[0]
-        names = card.class_names or [str(i) for i in range(len(probs))]
-        best = top_k_indices(probs[None], top)[0]
-        results.append({"image": str(path), "top": [{"class": names[i], "probability": float(probs[i])} for i in best]})
-    if as_json:
-        _print_json(results)
-    else:
-        for r in results:
-            out.print(f"[bold]{r['image']}[/]", highlight=False, soft_wrap=True)
-            for rank, t in enumerate(r["top"], start=1):
-                out.print(f"  {rank}. {t['class']:<30} {100 * t['probability']:6.2f}%", highlight=False, soft_wrap=True)
-    if failed:
-        raise typer.Exit(1)
-
-
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
     app.command("retrieval-eval")(retrieval_eval)
     app.command("eval")(eval_classification)
-    app.command("predict")(predict)

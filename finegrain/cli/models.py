@@ -6,27 +6,29 @@ from pathlib import Path
 
 import typer
 
-from finegrain.cli.console import err, out, start_tensorflow
+from finegrain.cli.console import out, start_tensorflow
 
 
 def models() -> None:
-    """List the registered models with their parameter counts at 1001 classes (builds each: ~20 s)."""
-    from rich.table import Table
+    """List the registered models with their parameter counts at 1001 classes."""
+    from rich.padding import Padding
+    from rich.text import Text
 
     start_tensorflow()
     from finegrain.models.registry import IMAGENET_CLASSES, list_models, model_entry, parameter_counts
 
-    table = Table(title=f"finegrain models (parameters with a {IMAGENET_CLASSES}-way head)")
-    for column, justify in (("name", "left"), ("description", "left"), ("trainable", "right"),
-                            ("non-trainable", "right"), ("official TF1 weights", "left")):
-        table.add_column(column, justify=justify)
-    with err.status("building each model to count its parameters..."):
-        for name in list_models():
-            entry = model_entry(name)
-            trainable, non_trainable = parameter_counts(name)
-            table.add_row(name, entry.description, f"{trainable:,}", f"{non_trainable:,}",
-                          "yes" if entry.has_official_weights else "no")
-    out.print(table)
+    # Lines, not a table: a table cut to a narrow terminal or a pipe truncates the names themselves.
+    out.print(f"finegrain models (parameters with a {IMAGENET_CLASSES}-way head):", highlight=False)
+    rows = []
+    for name in list_models():
+        entry = model_entry(name)
+        trainable, non_trainable = parameter_counts(name)
+        weights = "official weights" if entry.has_official_weights else "no released weights"
+        rows.append((name, f"{trainable:,} trainable + {non_trainable:,} non-trainable, {weights}", entry.description))
+    width = max(len(name) for name, _, _ in rows)
+    for name, counts, description in rows:
+        out.print(f"[bold]{name:<{width}}[/]  {counts}", highlight=False, soft_wrap=True)
+        out.print(Padding(Text(description), (0, 0, 0, width + 2)))  # wraps under itself
 
 
 def import_weights(

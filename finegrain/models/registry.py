@@ -29,18 +29,24 @@ class ModelEntry:
     description: str
     build_features: Callable  # (images, *, bn_momentum, keep_prob) -> feature map
     has_official_weights: bool = True
+    parameters: tuple[int, int] | None = None  # (trainable, non-trainable) at 1001 classes, if recorded
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, description: str, *, has_official_weights: bool = True) -> Callable:
-    """Decorator: register `fn(images, *, bn_momentum, keep_prob) -> feature map` under `name`."""
+def register_model(name: str, description: str, *, has_official_weights: bool = True,
+                   parameters: tuple[int, int] | None = None) -> Callable:
+    """Decorator: register `fn(images, *, bn_momentum, keep_prob) -> feature map` under `name`.
+
+    `parameters`: the (trainable, non-trainable) counts at 1001 classes, so listing models needs no
+    build (a test checks them against the built model).
+    """
 
     def decorate(fn: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, description, fn, has_official_weights)
+        _REGISTRY[name] = ModelEntry(name, description, fn, has_official_weights, parameters)
         return fn
 
     return decorate
@@ -67,13 +73,16 @@ def _spec_builder(spec: resnet.ResNetSpec) -> Callable:
     return build
 
 
-register_model("resnet50", "ResNet-50 v1.5 (stride on the 3x3 conv)")(_spec_builder(resnet.RESNET50))
-register_model("assemble_resnet50", "ResNet-50 + Big-Little (a2, b4) + Selective Kernel + anti-alias")(
+register_model("resnet50", "ResNet-50 v1.5 (stride on the 3x3 conv)", parameters=(25_559_081, 53_120))(
+    _spec_builder(resnet.RESNET50))
+register_model("assemble_resnet50", "ResNet-50 + Big-Little (a2, b4) + Selective Kernel + anti-alias",
+               parameters=(41_848_489, 77_312))(
     _spec_builder(resnet.ASSEMBLE_RESNET50))
-register_model("assemble_resnet152", "blocks [5,12,30,3] + Big-Little (a1, b2) + Selective Kernel + anti-alias")(
+register_model("assemble_resnet152", "blocks [5,12,30,3] + Big-Little (a1, b2) + Selective Kernel + anti-alias",
+               parameters=(117_006_249, 249_600))(
     _spec_builder(resnet.ASSEMBLE_RESNET152))
 register_model("assemble_resnet50_ir", "retrieval backbone: ResNet-50-D + Selective Kernel",
-               has_official_weights=False)(_spec_builder(resnet.ASSEMBLE_RESNET50_IR))
+               has_official_weights=False, parameters=(38_793_097, 64_576))(_spec_builder(resnet.ASSEMBLE_RESNET50_IR))
 
 
 def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_size: int = 0,
@@ -144,8 +153,12 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> None:
         layer.momentum = float(momentum)
 
 
-def parameter_counts(name: str, num_classes: int = IMAGENET_CLASSES) -> tuple[int, int]:
-    """(trainable, non-trainable) parameter counts of a registered model (builds it: seconds for R152)."""
+def parameter_counts(name: str, num_classes: int = IMAGENET_CLASSES, *, build: bool = False) -> tuple[int, int]:
+    """(trainable, non-trainable) parameter counts of a registered model: the recorded ones at 1001
+    classes, else (or with `build`) counted on a built model (seconds for R152)."""
+    recorded = model_entry(name).parameters
+    if recorded is not None and num_classes == IMAGENET_CLASSES and not build:
+        return recorded
     model = create_model(name, num_classes=num_classes)
     count = lambda weights: sum(math.prod(w.shape) for w in weights)  # noqa: E731
     counts = count(model.trainable_weights), count(model.non_trainable_weights)

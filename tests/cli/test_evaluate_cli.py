@@ -9,20 +9,10 @@ import tempfile
 import numpy as np
 import pytest
 
-from finegrain.cli.app import main
+from tests.cli.conftest import run
 from tests.evaluate.reference import exact_tie_data, reference_metrics
 
 os.environ.setdefault("FINEGRAIN_DATA_DIR", os.path.join(tempfile.gettempdir(), "finegrain-test-data"))
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -19,21 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finegrain.cli.app import main
+from tests.cli.conftest import run
 from tests.models.conftest import fake_values, read_manifest, write_tf1_checkpoint
 
 os.environ.setdefault("FINEGRAIN_DATA_DIR", os.path.join(tempfile.gettempdir(), "finegrain-test-data"))
 KINDS = ("run", "saved_model", "weights_file", "tf1_checkpoint", "official")
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

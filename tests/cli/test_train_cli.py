@@ -40,7 +40,12 @@ def test_existing_run_dir_is_refused_and_resume_needs_a_run(tmp_path, capsys):
     existing.mkdir()
     (existing / "something").write_text("x")
     code, output = run_cli(["tune", "--recipe", "synthetic_demo", "--run-dir", str(existing), "--quiet"], capsys)
-    assert code == 2 and "already exists" in output and "--resume" in output
+    assert code == 2 and "already exists" in output and "choose a new --run-dir" in output  # not a run: no --resume
+    (existing / "recipe.yaml").write_text("name: x\n")
+    code, output = run_cli(["tune", "--recipe", "synthetic_demo", "--run-dir", str(existing), "--quiet"], capsys)
+    assert code == 2 and "already exists" in output and f"--resume {existing}" in output
+    code, output = run_cli(["tune", "--recipe", "synthetic_demo", "--run-dir", str(existing / "something" / "x")], capsys)
+    assert code == 2 and "is a file" in output
     code, output = run_cli(["tune", "--resume", str(tmp_path / "missing")], capsys)
     assert code == 2 and "not a finegrain run directory" in output
 
