@@ -44,16 +44,35 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one red line and exit code 2."""
+    """Console-script entry point: user errors and command-line mistakes become one red line, exit code 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up chatter
     try:
-        app(args=argv, prog_name="finegrain")
+        code = app(args=argv, prog_name="finegrain", standalone_mode=False)
     except UserError as e:
-        from finegrain.cli.console import err
+        _fail(str(e))
+    except typer.Abort:
+        _fail("aborted", 130)
+    except Exception as e:
+        # typer's usage errors (unknown option, missing or malformed value) would print a framed
+        # multi-line box; they carry format_message() and exit_code (click's ClickException shape).
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        if not e.format_message().strip():  # no arguments: the help was shown instead
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None else "finegrain"
+        _fail(f"{e.format_message().strip()} (see: {where} --help)", e.exit_code or 2)
+    sys.exit(code if isinstance(code, int) else 0)
 
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
 
+def _fail(message: str, code: int = 2) -> None:
+    from rich.markup import escape
+
+    from finegrain.cli.console import err
+
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    err.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 if __name__ == "__main__":
     main()

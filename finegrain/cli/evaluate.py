@@ -19,6 +19,12 @@ def _load_array(path: Path, what: str) -> Any:
 
     if not path.is_file():
         raise UserError(f"{what} file {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic:
+        raise UserError(f"cannot read {what} file {path}: empty or truncated .npy file")
+    if magic != b"\x93NUMPY":  # else np.load would take it for a pickle
+        raise UserError(f"cannot read {what} file {path}: not a .npy array (write it with numpy.save)")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as e:

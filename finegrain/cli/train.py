@@ -20,7 +20,7 @@ def _choice(value: Optional[str], allowed: tuple[str, ...], option: str) -> Opti
 def tune(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="A shipped recipe name or a YAML file."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe field: key=value (repeatable)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where the run goes (default runs/<recipe>-<time>)."),
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where the run goes (default runs/<recipe>-<time>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="auto | default | mirrored | multiworker."),
     precision: Optional[str] = typer.Option(None, "--precision", help="float32 | mixed_bfloat16 | mixed_float16."),
@@ -42,7 +42,10 @@ def tune(
 
     loaded = load_recipe(recipe, set_ or []) if recipe is not None else None
     if resume is None:
-        run_dir = rundir.check_new(run_dir or rundir.default_run_dir(loaded.name))  # before TensorFlow's seconds
+        if run_dir is not None and not run_dir.strip():
+            raise UserError("--run-dir is empty: name a new directory")
+        # Checked before TensorFlow's seconds of start-up.
+        run_dir = rundir.check_new(Path(run_dir) if run_dir else rundir.default_run_dir(loaded.name))
     else:
         rundir.check_resumable(resume)
     from finegrain.cli.console import err, start_tensorflow

@@ -29,7 +29,13 @@ def default_data_dir() -> Path:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    return Path(data_dir).expanduser() if data_dir else default_data_dir()
+    """The data directory to use; UserError when it, or a folder above it, is a file."""
+    path = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"data directory {path} cannot be used: {parent} is a file (give a folder with --data-dir "
+                            f"or {DATA_DIR_ENV})")
+    return path
 
 
 @dataclass(frozen=True)

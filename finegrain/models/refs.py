@@ -134,7 +134,7 @@ def _load_model_dir(path: Path) -> LoadedModel:
             raise UserError(f"{path} holds neither final weights ({WEIGHTS_FILE}) nor a checkpoint yet")
         try:
             tf.train.Checkpoint(model=model).read(ckpt).expect_partial()
-        except (tf.errors.OpError, ValueError) as e:
+        except Exception as e:  # damaged files surface as OpError, ValueError, IndexError, ... from TF
             raise UserError(f"the last checkpoint of {path} cannot be read: {first_line(e)}") from None
     return _from_keras(model, card, f"run {path}")
 

@@ -10,11 +10,10 @@ complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,8 @@ import tensorflow as tf
 
 from finegrain.errors import UserError, first_line
 from finegrain.models.card import CHECKPOINT_STATE
+from finegrain.train.rundir import CheckpointInfo, read_state
 from finegrain.utils.io import atomic_dir, atomic_write_json
-
-
-@dataclass
-class CheckpointInfo:
-    name: str
-    epoch: int  # completed epochs at save time
-    step: int  # global step at save time
-    metric: float | None = None
-    totals: dict[str, float] = field(default_factory=dict)  # the part-done epoch's running sums
 
 
 class CheckpointStore:
@@ -100,23 +91,7 @@ class CheckpointStore:
         path = self.directory / info.name / "ckpt"
         try:
             self.checkpoint.read(str(path)).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except Exception as e:  # damaged files surface as OpError, ValueError, IndexError, AssertionError
             raise UserError(f"the last checkpoint {path} is damaged ({first_line(e)}): restore the run directory "
                             "from a copy, or start a new run") from None
         return info
-
-
-def read_state(directory: Path) -> dict[str, Any]:
-    """`state.json`, checked: a damaged one is a UserError, never a traceback."""
-    path = Path(directory) / CHECKPOINT_STATE
-    try:
-        state = json.loads(path.read_text())
-        if not isinstance(state, dict) or not isinstance(state.get("history", []), list):
-            raise ValueError
-        state = {"last": state.get("last"), "best": list(state.get("best", [])), "history": state["history"]}
-        for entry in [state["last"], *state["best"]] if state["last"] else state["best"]:
-            CheckpointInfo(**entry)
-        return state
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is damaged (not the JSON finegrain writes): restore the run directory from a "
-                        "copy, or start a new run") from None

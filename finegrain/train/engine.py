@@ -24,7 +24,7 @@ from tensorflow.python.framework import config as tf_config
 
 from finegrain.data import Split, load_split, pipeline
 from finegrain.errors import UserError
-from finegrain.models import ModelCard, build_model, create_model, load_weights
+from finegrain.models import ModelCard, build_model, create_model, load_weights, model_entry
 from finegrain.models.refs import keras_forward
 from finegrain.models.weights import save_weights
 from finegrain.train import rundir
@@ -150,6 +150,7 @@ def _tune(task: Task, run_dir: Path, work_dir: Path, strat: tf.distribute.Strate
           reporter: Reporter, checkpoint_every_steps: int | None, checkpoint_every_seconds: float) -> TuneResult:
     recipe = task.recipe
     d, t = recipe.data, recipe.train
+    model_entry(recipe.model.arch)  # an unknown name fails before any work or message
     train_split = load_split(d.source, d.train_split, data_dir=d.data_dir, seed=t.seed)
     if train_split.num_classes < 2:
         raise UserError(f"{d.source} has {train_split.num_classes} class in split {d.train_split}: "

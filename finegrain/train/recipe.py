@@ -136,6 +136,12 @@ def _type_name(tp: Any) -> str:
     return "null" if tp is type(None) else tp.__name__
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """repr of a value for a one-line message, shortened (a list can be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...]"[: 5 if text[:1] in "[{" else 4]
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
@@ -159,14 +165,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise UserError(f"recipe key '{key}' must be a finite number, got {value!r}")
+                raise UserError(f"recipe key '{key}' must be a finite number, got {_shown(value)}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif isinstance(value, tp):
         return value
-    raise UserError(f"recipe key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise UserError(f"recipe key '{key}' must be {_type_name(tp)}, got {_shown(value)} ({type(value).__name__})")
 
 
 #: Keys of older finegrain versions, ignored when read so that old run directories still resume.
@@ -178,7 +184,7 @@ MAX_EMBEDDING_SIZE = 16384
 
 def _build(cls: type, values: Any, prefix: str) -> Any:
     if not isinstance(values, dict):
-        raise UserError(f"recipe section '{prefix[:-1] or 'top level'}' must be a mapping, got {values!r}")
+        raise UserError(f"recipe section '{prefix[:-1] or 'top level'}' must be a mapping, got {_shown(values)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {k: v for k, v in values.items() if prefix + str(k) not in RETIRED_KEYS}
@@ -196,7 +202,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
         choices = fields[name].metadata.get("choices")
         if choices and value not in choices:
             allowed = ", ".join("null" if c is None else str(c) for c in choices)
-            raise UserError(f"recipe key '{key}' is {value!r}; allowed values: {allowed}")
+            raise UserError(f"recipe key '{key}' is {_shown(value)}; allowed values: {allowed}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -270,8 +276,10 @@ def list_recipes() -> dict[str, str]:
 
 def recipe_path(name_or_path: str) -> Path:
     """A shipped recipe name (`food101_assemble`) or a path to a YAML file."""
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise UserError(f"recipe {name_or_path} is a directory: give a YAML file")
         if not path.is_file():
             raise UserError(f"recipe file not found: {name_or_path}")
         return path
@@ -283,15 +291,43 @@ def recipe_path(name_or_path: str) -> Path:
     return shipped
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML as a recipe needs it: a repeated key or an alias (`*name`, which can expand a small file
+    into millions of elements) is an error rather than silently taken."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"aliases (*name) are not allowed in recipes (line {mark.line + 1})")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.YAMLError(f"key '{repeated[0]}' appears twice (line {node.start_mark.line + 1})")
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_RECIPE_BYTES = 1_000_000
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise UserError(f"recipe file {path} is larger than {MAX_RECIPE_BYTES:,} bytes: not a recipe")
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+    except UnicodeDecodeError:
+        raise UserError(f"recipe file {path} is not UTF-8 text (a binary file?)") from None
+    except OSError as e:
+        raise UserError(f"cannot read recipe file {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"recipe file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise UserError(f"recipe file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if data is None:
-        return {}
+        raise UserError(f"recipe file {path} is empty: start from a shipped one (finegrain recipes show NAME)")
     if not isinstance(data, dict):
         raise UserError(f"recipe file {path} must hold a mapping of sections (model, data, train, ...)")
     return data
@@ -303,8 +339,11 @@ def apply_override(values: dict[str, Any], assignment: str) -> None:
         raise UserError(f"override '{assignment}' must look like key=value, e.g. train.epochs=3")
     key, raw = assignment.split("=", 1)
     key = key.strip()
+    if key in RETIRED_KEYS:
+        raise UserError(f"recipe key '{key}' no longer exists: the task decides (top-1 for classification, "
+                        "Recall@1 for retrieval)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_RecipeLoader) if raw.strip() else ""  # noqa: S506
     except yaml.YAMLError:
         value = raw
     parts = key.split(".")

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,12 @@ def prepare_new(run_dir: str | os.PathLike) -> Path:
 
 
 def check_resumable(run_dir: str | os.PathLike) -> Path:
+    """A run directory that --resume can continue (checked before TensorFlow starts)."""
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE).is_file():
         raise UserError(f"cannot resume {run_dir}: it is not a finegrain run directory (no {RECIPE})")
+    if has_checkpoint(run_dir):
+        read_state(run_dir / CHECKPOINTS)
     return run_dir
 
 
@@ -152,3 +156,31 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+# The checkpoint store's index (finegrain.train.checkpoints), readable without TensorFlow.
+
+
+@dataclass
+class CheckpointInfo:
+    name: str
+    epoch: int  # completed epochs at save time
+    step: int  # global step at save time
+    metric: float | None = None
+    totals: dict[str, float] = field(default_factory=dict)  # the part-done epoch's running sums
+
+
+def read_state(directory: Path) -> dict[str, Any]:
+    """`state.json`, checked: a damaged one is a UserError, never a traceback."""
+    path = Path(directory) / CHECKPOINT_STATE
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("history", []), list):
+            raise ValueError
+        state = {"last": state.get("last"), "best": list(state.get("best", [])), "history": state["history"]}
+        for entry in [state["last"], *state["best"]] if state["last"] else state["best"]:
+            CheckpointInfo(**entry)
+        return state
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is damaged (not the JSON finegrain writes): restore the run directory from a "
+                        "copy, or start a new run") from None
