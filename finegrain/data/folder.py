@@ -219,7 +219,9 @@ def _decodable(paths: list[str]) -> list[bool]:
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         return i, tf.shape(image)  # returning the shape keeps the decode from being pruned
 
-    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    # Bytes, not str: a file name that is not valid UTF-8 cannot become a string tensor from str.
+    encoded = tf.constant([os.fsencode(p) for p in paths], tf.string)
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), encoded))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().batch(1024)
     ok = np.zeros(len(paths), bool)
     for idx, _ in ds.as_numpy_iterator():

@@ -82,7 +82,8 @@ def _folder_split(root: Path, split: str, record: DatasetRecord, seed: int, data
         raise UserError(f"split {split!r} of {root} holds no readable images")
 
     def make(order: np.ndarray) -> tf.data.Dataset:
-        paths = tf.constant([files.paths[i] for i in order])
+        # Bytes, not str: a file name that is not valid UTF-8 cannot become a string tensor from str.
+        paths = tf.constant([os.fsencode(files.paths[i]) for i in order], tf.string)
         labels = tf.constant(files.labels[order], tf.int64)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)

@@ -89,3 +89,14 @@ def test_cut_short_jpegs_are_skipped_without_native_log_lines(tmp_path, capfd):
     assert sorted(bad) == [str(root / "cat" / "half.jpg"), str(root / "cat" / "header_only.jpg")]
     assert all("truncated JPEG" in why for why in bad.values())
     assert "JPEG" not in native, native
+
+
+def test_file_names_that_are_not_utf8_are_read(tmp_path):
+    import os
+
+    root = make_folder(tmp_path / "photos")
+    os.rename(root / "cat" / "0.jpg", os.fsencode(root / "cat") + b"/caf\xe9.jpg")  # a Latin-1 name
+    split = load_split(root, "train", data_dir=tmp_path / "data")
+    images = [image for images, _ in eval_batches(split, image_size=16, preprocessing="imagenet", batch_size=4)
+              for image in images]
+    assert len(images) == split.num_examples and not split.skipped
