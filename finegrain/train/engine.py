@@ -91,8 +91,6 @@ def tune(recipe: Recipe | None, run_dir: str | Path, *, resume: bool = False, st
         recipe = rundir.read_recipe(rundir.check_resumable(run_dir))
     elif recipe is None:
         raise UserError("give a recipe to start a run (or resume=True with an existing run directory)")
-    else:
-        rundir.check_new(run_dir)
     recipe = with_runtime(recipe, strategy, precision, xla)
     # The strategy first: MultiWorkerMirroredStrategy must exist before any TensorFlow op runs.
     strat = make_strategy(recipe.runtime.strategy)
