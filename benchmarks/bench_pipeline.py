@@ -1,8 +1,9 @@
-"""Input pipeline throughput, side by side in one run on the same photo-like JPEGs (~500x400).
+"""Input pipeline throughput, side by side in one run on the same photo-like JPEGs (~500x400, or --photo-size).
 
 Prints images/s of (1) decode only, (2) the `imagenet` training pipeline (fused decode-and-crop,
 resize 224, flip), (3) that pipeline + AutoAugment `good` + mixup type 1, and the ratios to (1).
 Target: (3) >= 0.5 x (1). Usage: .venv/bin/python benchmarks/bench_pipeline.py [--images 400] [--batches 16] [--batch-size 32]
+[--photo-size 500x400] (FGVC-Aircraft's photos, banner cropped, are about 1000x700: --photo-size 1000x700).
 
 Steady state, like with like: every pipeline is timed inside one epoch of the same files. A real
 epoch holds thousands of images, so the drain and restart of the parallel pipeline at an epoch's
@@ -24,18 +25,22 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 
-def make_photos(folder: Path, count: int) -> None:
-    """Gradient + ellipses + blur + noise, 480-512 x 380-420 px, JPEG quality 90, two class folders."""
+def make_photos(folder: Path, count: int, size: tuple[int, int] = (500, 400)) -> None:
+    """Gradient + ellipses + blur + noise, JPEG quality 90, two class folders; about `size` (width, height):
+    -4%..+2.4% of the width, +-5% of the height (480-512 x 380-420 px for 500x400), ellipses to scale."""
     rng = np.random.default_rng(0)
+    scale = size[0] / 500
     for i in range(count):
-        w, h = int(rng.integers(480, 513)), int(rng.integers(380, 421))
+        w = int(rng.integers(round(0.96 * size[0]), round(1.024 * size[0]) + 1))
+        h = int(rng.integers(round(0.95 * size[1]), round(1.05 * size[1]) + 1))
         y, x = np.mgrid[0:h, 0:w]
         base = np.stack([x / w * 255, y / h * 255, np.full((h, w), rng.uniform(0, 255))], -1)
         image = Image.fromarray(base.astype(np.uint8))
         draw = ImageDraw.Draw(image)
         for _ in range(25):
             x0, y0 = rng.integers(0, w), rng.integers(0, h)
-            draw.ellipse([x0, y0, x0 + rng.integers(10, 150), y0 + rng.integers(10, 150)], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+            draw.ellipse([x0, y0, x0 + scale * rng.integers(10, 150), y0 + scale * rng.integers(10, 150)],
+                         fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
         image = image.filter(ImageFilter.GaussianBlur(2))
         noisy = np.clip(np.asarray(image, np.float32) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
         out = folder / f"c{i % 2}" / f"{i:04d}.jpg"
@@ -71,12 +76,25 @@ def rates(makers: dict, batch: int, batches: int, repeats: int) -> dict[str, tup
     return {name: (statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs)) for name, runs in results.items()}
 
 
+def photo_size(text: str) -> tuple[int, int]:
+    """`WxH` -> (W, H), each 64..4096 pixels."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1000x700") from None
+    if not (64 <= width <= 4096 and 64 <= height <= 4096):
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be 64..4096 pixels")
+    return width, height
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--photo-size", type=photo_size, default=(500, 400), metavar="WxH",
+                        help="about how large the photos are, e.g. 1000x700 (FGVC-Aircraft); default 500x400")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -86,7 +104,7 @@ def main() -> None:
 
     b = args.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        make_photos(Path(tmp) / "photos", args.images)
+        make_photos(Path(tmp) / "photos", args.images, args.photo_size)
         # the full pipeline decodes 2 images per output image; the train split is ~80% of the folder
         copies = -(-(3 + args.batches) * 2 * b // int(0.75 * args.images))
         link_copies(Path(tmp) / "photos", copies)
@@ -102,7 +120,8 @@ def main() -> None:
             ds = train_batches(split, image_size=224, preprocessing="imagenet", batch_size=b, **extra)
             return lambda: ds  # one epoch; each iterator starts it afresh
 
-        print(f"{args.images} photos ~500x400 x {copies} links: {split.num_examples} JPEGs in the train split, batch {b}, "
+        width, height = args.photo_size
+        print(f"{args.images} photos ~{width}x{height} x {copies} links: {split.num_examples} JPEGs in the train split, batch {b}, "
               f"{args.batches} batches x {args.repeats} rounds (median), tf {tf.__version__}")
         measured = rates(
             {"decode": decode_only, "plain": pipeline(), "full": pipeline(autoaugment="good", mixup_type=1)},

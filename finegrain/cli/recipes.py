@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import typer
@@ -10,22 +11,41 @@ from finegrain.cli.console import out
 
 recipes_app = typer.Typer(help="List the shipped fine-tuning recipes, or show one.", no_args_is_help=False)
 
+#: How a recipe's description states the paper's figure it targets: "... (paper top-1 92.5)."
+PAPER_FIGURE = re.compile(r"\s*\(paper (top-1|Recall@1) (\d+(?:\.\d+)?)\)")
+DESCRIPTION_WIDTH = 24
+
+
+def paper_figure(description: str) -> tuple[str, str]:
+    """("top-1 92.5", the description without "(paper top-1 92.5)"), or ("", description) when it states none."""
+    found = PAPER_FIGURE.search(description)
+    if found is None:
+        return "", description
+    return f"{found[1]} {found[2]}", description[:found.start()] + description[found.end():]
+
 
 @recipes_app.callback(invoke_without_command=True)
 def recipes(ctx: typer.Context) -> None:
-    """List the shipped recipes with one line each."""
+    """List the shipped recipes: name, the paper's figure it targets, description."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.table import Table
 
     from finegrain.train.recipe import list_recipes
 
-    table = Table(title="recipes (finegrain tune --recipe NAME)")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for name, description in list_recipes().items():
-        table.add_row(name, description)
-    out.print(table)
+    rows = [(name, *paper_figure(description)) for name, description in list_recipes().items()]
+    # Names and figures are never cut or broken: their columns are as wide as their longest entry, and the
+    # descriptions (which wrap) get at least DESCRIPTION_WIDTH; below that width the table runs past the
+    # console's edge (the terminal wraps its lines) rather than losing text.
+    widths = [max(len(name) for name, _, _ in rows), max(len("paper"), *(len(f) for _, f, _ in rows)), DESCRIPTION_WIDTH]
+    least = sum(widths) + 3 * len(widths) + 1  # with the borders and padding
+    table = Table(title="recipes (finegrain tune --recipe NAME)", width=least if out.width < least else None)
+    table.add_column("name", style="bold", no_wrap=True, min_width=widths[0])
+    table.add_column("paper", no_wrap=True, min_width=widths[1])
+    table.add_column("description", min_width=widths[2])
+    for name, figure, description in rows:
+        table.add_row(name, figure or "-", description)
+    out.print(table, crop=False)
 
 
 @recipes_app.command("show")

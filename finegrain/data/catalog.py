@@ -141,6 +141,25 @@ CATALOG: dict[str, DatasetRecord] = {
             homepage="https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
         ),
         DatasetRecord(
+            name="aircraft",
+            title="FGVC-Aircraft 2013b (variants)",
+            tfds_name="fgvc_aircraft_2013b",  # finegrain.data.builders.aircraft (tfds has no builder)
+            label_key="variant",
+            num_classes=100,
+            splits={"train": SplitSpec("train+validation"), "test": SplitSpec("test")},
+            paper_sizes={"train": 6_667, "test": 3_333},
+            homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
+        ),
+        DatasetRecord(
+            name="pets",
+            title="Oxford-IIIT Pets",
+            tfds_name="oxford_iiit_pet",
+            num_classes=37,
+            splits={"train": SplitSpec("train"), "test": SplitSpec("test")},  # trainval.txt / test.txt
+            paper_sizes={"train": 3_680, "test": 3_669},
+            homepage="https://www.robots.ox.ac.uk/~vgg/data/pets/",
+        ),
+        DatasetRecord(
             name="sop",
             title="Stanford Online Products",
             tfds_name="stanford_online_products",

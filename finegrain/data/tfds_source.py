@@ -1,8 +1,9 @@
-"""The five paper data sets through tensorflow-datasets: fetch (download + prepare) and reading splits.
+"""The paper data sets through tensorflow-datasets: fetch (download + prepare) and reading splits.
 
 tensorflow-datasets looks in the manual dir for every file its checksum list names before it
 downloads anything, and still verifies the registered size and sha256; `fetch` relies on that for
 dead or unreliable sources (cars196, SOP over FTP). TensorFlow is imported inside the functions.
+Data sets tfds has no builder for have one in `finegrain.data.builders`, loaded by name the same way.
 """
 
 from __future__ import annotations
@@ -28,10 +29,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _builder(record: DatasetRecord, data_dir: Path) -> Any:
+def _tfds() -> Any:
+    """tensorflow_datasets, with finegrain's own builders registered (by importing them)."""
     import tensorflow_datasets as tfds
 
-    return tfds.builder(record.tfds_name, data_dir=str(data_dir))
+    from finegrain.data import builders  # noqa: F401  (imported for its registration; it imports tfds)
+
+    return tfds
+
+
+def builder_cls(record: DatasetRecord) -> Any:
+    """The tfds builder class of a catalog data set: one of tfds' own or one of `finegrain.data.builders`."""
+    return _tfds().builder_cls(record.tfds_name)
+
+
+def _builder(record: DatasetRecord, data_dir: Path) -> Any:
+    return _tfds().builder(record.tfds_name, data_dir=str(data_dir))
 
 
 @dataclass(frozen=True)
@@ -48,9 +61,7 @@ class ManualFile:
 
 def manual_files(record: DatasetRecord) -> list[ManualFile]:
     """The original archives of a tfds data set, one entry per file name (mirrors are folded in)."""
-    import tensorflow_datasets as tfds
-
-    infos = tfds.builder_cls(record.tfds_name).url_infos or {}
+    infos = builder_cls(record).url_infos or {}
     files: dict[str, ManualFile] = {}
     for url, info in infos.items():
         known = files.get(info.filename)

@@ -60,23 +60,29 @@ def test_fetch_tfds_second_run_says_ready(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_cli(["datasets", "--data-dir", str(data)], capsys)
     assert code == 0 and "flowers102" in out and "sop" in out and "yes" in out and "train 3" in out
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
+    for name, paper in (("aircraft", "train 6,667, test 3,333"), ("pets", "train 3,680, test 3,669")):
+        assert " no " in rows[name] and paper in rows[name]  # listed, not prepared, the paper's sizes
 
 
-def test_fetch_offline_fails_fast_in_one_line(tmp_path, capsys, monkeypatch):
-    """No archive in the manual dir and the host refuses: one error line naming the files, before tfds starts."""
+@pytest.mark.parametrize("name, archive", [("sop", "Stanford_Online_Products.zip (2.9 GiB, from http://127.0.0.1:"),
+                                           ("aircraft", "fgvc-aircraft-2013b.tar.gz (2.6 GiB, from http://127.0.0.1:")])
+def test_fetch_offline_fails_fast_in_one_line(tmp_path, capsys, monkeypatch, name, archive):
+    """No archive in the manual dir and the host refuses: one error line naming the files, before tfds starts
+    (the same for finegrain's own builder, aircraft, as for tfds' ones)."""
     from tensorflow_datasets.core.download import downloader
 
     def never(*args, **kwargs):
         raise AssertionError("tensorflow-datasets started a download although the host probe failed")
 
     monkeypatch.setattr(downloader._Downloader, "_sync_download", never)
-    point_downloads_at(monkeypatch, "sop", f"http://127.0.0.1:{closed_local_port()}/sop")
+    point_downloads_at(monkeypatch, name, f"http://127.0.0.1:{closed_local_port()}/{name}")
     started = time.monotonic()
-    code, out, err = run_cli(["fetch", "sop", "--data-dir", str(tmp_path)], capsys)
+    code, out, err = run_cli(["fetch", name, "--data-dir", str(tmp_path)], capsys)
     assert time.monotonic() - started < 30  # seconds, not minutes of tfds retries (a loose bound)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and out == "" and len(errors) == 1 and len(err.splitlines()) == 2  # "fetching ..." + the error
-    assert "Connection refused" in errors[0] and "Stanford_Online_Products.zip" in errors[0]
+    assert "Connection refused" in errors[0] and archive in errors[0]
     assert f"--manual-dir {tmp_path / 'downloads' / 'manual'}" in errors[0] and "Traceback" not in err
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the five tfds builders prepared offline from fake archives, the synthetic set, no network."""
+"""Shared fixtures: the tfds builders prepared offline from fake archives, the synthetic set, no network."""
 
 from __future__ import annotations
 
@@ -35,23 +35,22 @@ def closed_local_port() -> int:
 
 def point_downloads_at(monkeypatch: pytest.MonkeyPatch, name: str, base_url: str) -> None:
     """Test-only: the builder's registered URLs moved under `base_url` (sizes, checksums, file names kept)."""
-    import tensorflow_datasets as tfds
-
     from finegrain.data.catalog import get_record
+    from finegrain.data.tfds_source import builder_cls
 
-    cls = tfds.builder_cls(get_record(name).tfds_name)
+    cls = builder_cls(get_record(name))
     moved = {f"{base_url}/{k}/{info.filename}": info for k, (url, info) in enumerate(cls.url_infos.items())}
     monkeypatch.setattr(cls, "url_infos", moved)
 
 
 def register_fake_checksums(monkeypatch: pytest.MonkeyPatch, name: str, manual: Path) -> None:
     """Test-only: make the builder accept the fake archives in `manual` (real code keeps the real checksums)."""
-    import tensorflow_datasets as tfds
     from tensorflow_datasets.core.download import checksums
 
     from finegrain.data.catalog import get_record
+    from finegrain.data.tfds_source import builder_cls
 
-    cls = tfds.builder_cls(get_record(name).tfds_name)
+    cls = builder_cls(get_record(name))
     fake = {
         url: checksums.compute_url_info(manual / info.filename)  # size, sha256 and file name of the fake
         for url, info in cls.url_infos.items()
@@ -62,7 +61,7 @@ def register_fake_checksums(monkeypatch: pytest.MonkeyPatch, name: str, manual: 
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, list[int]]]]:
-    """A data dir with all five tfds data sets prepared by the real download_and_prepare from fake archives."""
+    """A data dir with every tfds data set prepared by the real download_and_prepare from fake archives."""
     from finegrain.data.tfds_source import fetch_tfds
 
     data_dir = tmp_path_factory.mktemp("data")

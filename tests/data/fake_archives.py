@@ -1,4 +1,4 @@
-"""Tiny stand-ins for the five data sets' original archives, in the layouts the tfds builders read.
+"""Tiny stand-ins for the tfds data sets' original archives, in the layouts the tfds builders read.
 
 Each `make_*` writes the files (named as the builder's checksum list names them) into `manual`
 and returns the expected {tfds split: [original 1-based class id of each example]}.
@@ -114,4 +114,68 @@ def make_sop(manual: Path) -> dict[str, list[int]]:
     return {"train": [c for c, _, _ in train], "test": [c for c, _, _ in test]}
 
 
-MAKERS = {"food101": make_food101, "flowers102": make_flowers102, "cub200": make_cub200, "cars196": make_cars196, "sop": make_sop}
+def make_pets(manual: Path) -> dict[str, list[int]]:
+    # (image name, 1-based breed id, species 1 = cat / 2 = dog); both archives are plain tars named .tar.gz
+    trainval = [("Abyssinian_1", 1, 1), ("american_bulldog_1", 2, 2), ("yorkshire_terrier_1", 37, 2)]
+    test = [("Abyssinian_2", 1, 1), ("yorkshire_terrier_2", 37, 2)]
+    images = {f"images/{n}.jpg": jpeg(k) for k, (n, _, _) in enumerate(trainval + test)}
+    _tar(manual / "images.tar.gz", images, "w")
+    annotations = {f"annotations/trimaps/{n}.png": png() for n, _, _ in trainval + test}
+    for name, rows in (("trainval", trainval), ("test", test)):
+        annotations[f"annotations/{name}.txt"] = "".join(f"{n} {c} {s} 1\n" for n, c, s in rows).encode()
+    for n, _, _ in trainval:  # head boxes exist for trainval images only, as in the original
+        annotations[f"annotations/xmls/{n}.xml"] = (
+            "<annotation><size><width>24</width><height>20</height></size><object><bndbox>"
+            "<xmin>2</xmin><ymin>3</ymin><xmax>10</xmax><ymax>8</ymax></bndbox></object></annotation>").encode()
+    _tar(manual / "annotations.tar.gz", annotations, "w")
+    return {"train": [c for _, c, _ in trainval], "test": [c for _, c, _ in test]}
+
+
+#: FGVC-Aircraft class lists: names with spaces and slashes as in the original; 100 variants as the catalog says.
+AIRCRAFT_VARIANTS = ["707-320", "Cessna 172", "F/A-18", *(f"variant {k}" for k in range(4, 101))]
+AIRCRAFT_FAMILIES = ["Boeing 707", "Cessna 172", "F/A-18"]
+AIRCRAFT_MANUFACTURERS = ["Boeing", "Cessna", "McDonnell Douglas"]
+# image id -> (archive split, variant, family, manufacturer); the variant fixes the other two
+AIRCRAFT_IMAGES = {
+    "0034309": ("train", "707-320", "Boeing 707", "Boeing"),
+    "0034958": ("train", "F/A-18", "F/A-18", "McDonnell Douglas"),
+    "0037511": ("val", "Cessna 172", "Cessna 172", "Cessna"),
+    "1056692": ("test", "707-320", "Boeing 707", "Boeing"),
+    "2224385": ("test", "Cessna 172", "Cessna 172", "Cessna"),
+}
+AIRCRAFT_BANNER = (255, 0, 255)  # the 20 bottom rows of every fake image: the copyright banner, in magenta
+AIRCRAFT_MARK = (0, 200, 0)  # the 8 rows just above the banner: the image's last rows, which must stay
+
+
+def aircraft_photo(k: int) -> tuple[int, np.ndarray]:
+    """Fake image `k` (40 x 48 + 20 px) and its gray level: gray rows, a green mark, a magenta banner."""
+    level = 40 + 30 * k
+    pixels = np.full((68, 40, 3), level, np.uint8)
+    pixels[40:48] = AIRCRAFT_MARK
+    pixels[48:] = AIRCRAFT_BANNER
+    return level, pixels
+
+
+def make_aircraft(manual: Path) -> dict[str, list[int]]:
+    root = "fgvc-aircraft-2013b/data"
+    files = {}
+    for k, image_id in enumerate(AIRCRAFT_IMAGES):
+        buf = io.BytesIO()
+        Image.fromarray(aircraft_photo(k)[1]).save(buf, "JPEG", quality=100)
+        files[f"{root}/images/{image_id}.jpg"] = buf.getvalue()
+    for level, names in (("variants", AIRCRAFT_VARIANTS), ("families", AIRCRAFT_FAMILIES),
+                         ("manufacturers", AIRCRAFT_MANUFACTURERS)):
+        files[f"{root}/{level}.txt"] = "".join(f"{n}\n" for n in names).encode()
+    expected: dict[str, list[int]] = {}
+    for split, tfds_split in (("train", "train"), ("val", "validation"), ("trainval", None), ("test", "test")):
+        rows = [(i, labels) for i, (s, *labels) in AIRCRAFT_IMAGES.items() if s == split or (split == "trainval" and s != "test")]
+        for column, level in enumerate(("variant", "family", "manufacturer")):
+            files[f"{root}/images_{level}_{split}.txt"] = "".join(f"{i} {labels[column]}\n" for i, labels in rows).encode()
+        if tfds_split:
+            expected[tfds_split] = [AIRCRAFT_VARIANTS.index(labels[0]) + 1 for _, labels in rows]
+    _tar(manual / "fgvc-aircraft-2013b.tar.gz", files)
+    return expected
+
+
+MAKERS = {"food101": make_food101, "flowers102": make_flowers102, "cub200": make_cub200, "cars196": make_cars196,
+          "aircraft": make_aircraft, "pets": make_pets, "sop": make_sop}

@@ -15,6 +15,8 @@ CLASSIFICATION = {
     "flowers102": {"train": ["train", "validation"], "test": ["test"]},
     "cub200": {"train": ["train"], "test": ["test"]},
     "cars196": {"train": ["train"], "test": ["test"]},
+    "aircraft": {"train": ["train", "validation"], "test": ["test"]},
+    "pets": {"train": ["train"], "test": ["test"]},
 }
 
 
@@ -97,6 +99,67 @@ def test_failed_download_names_the_missing_files(tmp_path, monkeypatch):
     with pytest.raises(UserError) as info:
         fetch_tfds("cars196", data_dir=tmp_path / "data", manual_dir=manual, progress=False)
     assert "(DownloadError: network is unreachable)" in str(info.value)  # the whole first line, never cut
+
+
+def test_aircraft_keeps_the_extra_labels_and_loses_exactly_the_banner(prepared):
+    """Every stored image is its original less the 20 magenta banner rows: the green rows just above
+    the banner are its last rows; gray level, file name and the three labels belong together."""
+    from tests.data.fake_archives import AIRCRAFT_IMAGES, aircraft_photo
+
+    from finegrain.data.tfds_source import builder_cls
+
+    builder = builder_cls(CATALOG["aircraft"])(data_dir=str(prepared[0]))
+    assert {s: builder.info.splits[s].num_examples for s in ("train", "validation", "test")} == {"train": 2, "validation": 1, "test": 2}
+    features = builder.info.features
+    seen = set()
+    for example in builder.as_dataset(split="train+validation+test").as_numpy_iterator():
+        image_id = example["file_name"].decode().removesuffix(".jpg")
+        _, *labels = AIRCRAFT_IMAGES[image_id]
+        assert [features[k].int2str(example[k]) for k in ("variant", "family", "manufacturer")] == labels
+        level, original = aircraft_photo(list(AIRCRAFT_IMAGES).index(image_id))
+        image = example["image"].astype(int)
+        assert image.shape == (original.shape[0] - 20, original.shape[1], 3)  # exactly the banner's 20 rows less
+        assert np.abs(image[:32] - level).max() <= 8  # gray, away from the colour edges' chroma blur
+        red, green, blue = image[-4:].transpose(2, 0, 1)  # the green mark is the last rows now...
+        assert green.min() > 150 and max(red.max(), blue.max()) < 60
+        red, green, blue = image.transpose(2, 0, 1)  # ...and nothing of the magenta banner is left
+        assert not ((red > 128) & (blue > 128) & (green < 100)).any()
+        seen.add(image_id)
+    assert seen == set(AIRCRAFT_IMAGES)
+
+
+def test_banner_crop_keeps_the_originals_jpeg_settings():
+    import io
+
+    from PIL import Image, JpegImagePlugin
+
+    from finegrain.data.builders.aircraft import crop_banner
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (50, 30, 3), dtype=np.uint8))
+    for subsampling in (0, 2):  # 4:4:4 and 4:2:0
+        original = io.BytesIO()
+        photo.save(original, "JPEG", quality=60, subsampling=subsampling)
+        with Image.open(io.BytesIO(original.getvalue())) as source, Image.open(io.BytesIO(crop_banner(original.getvalue()))) as cropped:
+            assert cropped.size == (30, 30)
+            assert cropped.quantization == source.quantization
+            assert JpegImagePlugin.get_sampling(cropped) == subsampling
+    png = io.BytesIO()
+    photo.save(png, "PNG")
+    with Image.open(io.BytesIO(crop_banner(png.getvalue()))) as cropped:  # not a JPEG: stored as one anyway
+        assert (cropped.format, cropped.size) == ("JPEG", (30, 30))
+    with pytest.raises(ValueError, match="no taller than the 50-row banner"):
+        crop_banner(png.getvalue(), rows=50)
+
+
+def test_download_script_fetches_every_tfds_data_set():
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "download_datasets.sh"
+    result = subprocess.run(["bash", str(script)], env={**os.environ, "FINEGRAIN": "echo"}, capture_output=True, text=True, check=True)
+    assert [line for line in result.stdout.splitlines() if not line.startswith("==")] == [f"fetch {n}" for n in TFDS_NAMES]
 
 
 def test_pipelines_read_tfds_splits(prepared):

@@ -1,5 +1,7 @@
 """Recipes: every shipped file validates; the override order is defaults, file, --set; errors name the key."""
 
+import dataclasses
+
 import pytest
 import yaml
 
@@ -88,3 +90,27 @@ def test_saved_recipe_round_trips(tmp_path):
     assert load_recipe(str(tmp_path / "recipe.yaml")) == recipe
     assert yaml.safe_load((tmp_path / "recipe.yaml").read_text()) == recipe_to_dict(recipe)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+#: Classification data sets with an Assemble recipe, and its epochs (the paper's, where it gives them).
+ASSEMBLE_EPOCHS = {"food101": 100, "cars196": 1000, "flowers102": 1000, "aircraft": 800, "pets": 1300, "cub200": 1000}
+
+
+def test_every_assemble_recipe_has_a_vanilla_baseline_beside_it():
+    """Assemble-ResNet-FGVC-50 with the paper's fine-tuning regularisers, and vanilla ResNet-50 from the
+    official weights with none of them; both with Food-101's batch, LR, weight decay and schedule."""
+    food = load_recipe("food101_assemble")
+    for source, epochs in ASSEMBLE_EPOCHS.items():
+        assemble, vanilla = load_recipe(f"{source}_assemble"), load_recipe(f"{source}_vanilla")
+        assert assemble.task == vanilla.task == "classification"
+        assert (assemble.model.arch, assemble.model.init, assemble.model.dropblock) == ("assemble_resnet50", "official", True)
+        assert (assemble.data.autoaugment, assemble.data.mixup_type, assemble.train.label_smoothing) == ("good", 1, 0.1)
+        assert (vanilla.model.arch, vanilla.model.init, vanilla.model.dropblock) == ("resnet50", "official", False)
+        assert (vanilla.data.autoaugment, vanilla.data.mixup_type, vanilla.train.label_smoothing) == (None, 0, 0.0)
+        for recipe in (assemble, vanilla):
+            assert (recipe.data.source, recipe.train.epochs) == (source, epochs)
+            assert (recipe.data.train_split, recipe.data.eval_split, recipe.data.image_size) == ("train", "test", 224)
+            assert dataclasses.replace(recipe.train, epochs=food.train.epochs, label_smoothing=0.1) == food.train
+            assert recipe.eval.every_epochs == (1 if source == "food101" else 10)
+    for name in ("aircraft_assemble", "pets_assemble"):
+        assert "no per-data-set batch, LR or weight decay" in load_recipe(name).description
