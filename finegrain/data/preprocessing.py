@@ -1,10 +1,15 @@
 """Decode + geometry of the paper's preprocessing types, at any image size.
 
-`image_size` is always the *training* size. The 224/256-style ratios of the original scale with it:
-e.g. `imagenet` at 112 evaluates on the centre 112/128 of the short side, resized to 112; `reid`
-and the `imagenet_224_256*` types evaluate at `eval_image_size(...)` = round(image_size * 256 / 224).
-JPEGs are decoded with the fused `decode_and_crop_jpeg` (only the crop window is decoded); other
-formats (PNG, GIF, BMP, WebP) are decoded whole, then cropped.
+`image_size` is always the *training* size. Training crops decode only the crop window of a JPEG
+(the fused `decode_and_crop_jpeg`); other formats are decoded whole, then cropped.
+
+Evaluation repeats the original's arithmetic step by step, so the released weights see the pixels
+they were scored on: the eval size s is `image_size` for `imagenet` and int(image_size / 0.875) for
+`reid`, round(image_size * 256 / 224) for the `imagenet_224_256*` types; `reid` resizes the whole
+image to s x s; the others resize the whole image so that its short side is R (int(s / 0.875), or
+s + 1 for `imagenet_224_256a`), the new sides computed in float32 and truncated, then take the
+central s x s crop (offset floor((side - s) / 2)). Every resize is TF1's bilinear (no half-pixel
+centres, corners not aligned), not TF2's `tf.image.resize`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from finegrain.errors import UserError
 
 @dataclass(frozen=True)
 class Geometry:
-    eval_resize: int  # at train size 224: short side (imagenet*) or square side (reid) before the eval crop
+    eval_resize: int  # at train size 224: short side (imagenet*) or square side (reid); eval derives it
+    # with the original's rule (eval_short_side, eval_image_size), reid training resizes to it
     eval_crop: int | None  # at train size 224: centre crop side; None = no crop (reid)
     train: str  # "inception_crop" or "reid"
 
@@ -51,9 +57,34 @@ def _scaled(value_at_224: int, image_size: int) -> int:
 
 
 def eval_image_size(preprocessing: str, image_size: int) -> int:
-    """Side of the square eval images for a model trained at `image_size`."""
+    """Side of the square eval images for a model trained at `image_size` (the original's rule)."""
     g = geometry(preprocessing)
-    return _scaled(g.eval_crop or g.eval_resize, image_size)
+    if g.eval_crop is None:  # reid: int(size * (1 / 0.875)), in float64 as the original's Python
+        return max(1, int(image_size * (1.0 / 0.875)))
+    return _scaled(g.eval_crop, image_size)
+
+
+def eval_short_side(preprocessing: str, eval_size: int) -> int:
+    """Short side R the whole image is resized to before the central eval crop of `eval_size`."""
+    if preprocessing == "imagenet_224_256a":
+        return eval_size + 1
+    return int(eval_size * (1.0 / 0.875))
+
+
+def short_side_resize_shape(hw: tf.Tensor, short_side: int) -> tf.Tensor:
+    """[new_h, new_w] with the short side `short_side`: the ratio and products in float32, truncated."""
+    hw = tf.cast(hw, tf.float32)
+    ratio = tf.constant(short_side, tf.float32) / tf.reduce_min(hw)
+    return tf.cast(hw * ratio, tf.int32)
+
+
+def resize_tf1(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """TF1's bilinear resize (align_corners=False, no half-pixel centres) to float32 0..255.
+
+    TF2's `tf.image.resize` samples at half-pixel centres and gives other pixels (a mean difference
+    of 2-16 grey levels on photographs); the released weights were scored with TF1's.
+    """
+    return tf.compat.v1.image.resize_bilinear(image[None], size, align_corners=False, half_pixel_centers=False)[0]
 
 
 Window = Callable[[tf.Tensor], tf.Tensor]  # image [height, width] -> crop window [y, x, h, w] (int32)
@@ -97,14 +128,6 @@ def _random_crop_window(seed: tf.Tensor) -> Window:
     return window
 
 
-def _centre_crop_window(ratio: float) -> Window:
-    def window(hw: tf.Tensor) -> tf.Tensor:
-        side = tf.maximum(1, tf.cast(tf.round(ratio * tf.cast(tf.reduce_min(hw), tf.float32)), tf.int32))
-        return tf.stack([(hw[0] - side + 1) // 2, (hw[1] - side + 1) // 2, side, side])
-
-    return window
-
-
 def _resize(image: tf.Tensor, height: int, width: int | None = None) -> tf.Tensor:
     """Bilinear resize to float32 (0..255)."""
     return tf.image.resize(image, [height, width or height], method="bilinear")
@@ -137,12 +160,19 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, image_size: int, preproc
 
 
 def eval_image(encoded: tf.Tensor, *, image_size: int, preprocessing: str) -> tf.Tensor:
-    """Evaluation preprocessing -> float32 [s, s, 3] on 0..255, s = eval_image_size(preprocessing, image_size)."""
+    """Evaluation preprocessing -> float32 [s, s, 3] on 0..255, s = eval_image_size(preprocessing, image_size).
+
+    The original's steps (module docstring): whole-image decode, TF1 bilinear resize, central crop.
+    """
     g = geometry(preprocessing)
     size = eval_image_size(preprocessing, image_size)
+    image = decode_window(encoded, None)
     if g.eval_crop is None:
-        image = _resize(decode_window(encoded, None), size)
-    else:  # aspect-preserving resize + centre crop == centre crop of ratio crop/resize, then resize
-        image = _resize(decode_window(encoded, _centre_crop_window(g.eval_crop / g.eval_resize)), size)
+        image = resize_tf1(image, tf.constant([size, size]))
+    else:
+        resized = short_side_resize_shape(tf.shape(image)[:2], eval_short_side(preprocessing, size))
+        image = resize_tf1(image, resized)
+        top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+        image = image[top : top + size, left : left + size]
     image.set_shape([size, size, 3])
     return image
