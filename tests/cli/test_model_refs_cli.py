@@ -130,3 +130,18 @@ def test_installed_script_takes_a_tf1_checkpoint_and_its_imported_weights_file(t
         assert done.returncode == 0, done.stderr
         assert [len(r["top"]) for r in json.loads(done.stdout)] == [2]
         assert "Traceback" not in done.stderr
+
+
+def test_installed_script_takes_a_saved_model_in_every_evaluation_command(references, tmp_path):
+    """A SavedModel export needs no architecture code: the real console script evaluates it as is."""
+    from finegrain.data.synthetic import ensure_synthetic
+
+    export = references["saved_model"][0]
+    image = str(sorted((ensure_synthetic()[0] / "test").glob("*/*.jpg"))[0])
+    env = {**os.environ, "TERM": "xterm-256color"}
+    for args in (["eval", "--model", export, "--json"],
+                 ["retrieval-eval", "--model", export, "--dataset", "synthetic", "--json"],
+                 ["predict", image, "--model", export, "--json"]):
+        done = subprocess.run([finegrain_script(), *args], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) and "Traceback" not in done.stderr
