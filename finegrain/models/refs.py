@@ -181,14 +181,16 @@ def _card_for_weights(path: Path, arch: str | None, num_classes: int | None) -> 
                      source=str(path))
 
 
-def _card_for_tf1(path: Path, arch: str | None) -> ModelCard:
+def _card_for_tf1(path: Path, arch: str | None, *, require_classifier: bool = False) -> ModelCard:
     prefix = tf1.resolve_checkpoint(path)
-    shapes = tf1.read_variable_shapes(prefix)
+    shapes = tf1.read_variable_shapes(prefix)  # read once: architecture and head both come from it
     arch = arch or tf1.guess_arch(shapes)
     if arch is None:
         raise UserError(f"cannot tell the architecture of TF1 checkpoint {path}: name it with --arch")
     model_entry(arch)
-    num_classes, embedding_size = tf1.checkpoint_head(prefix)
+    num_classes, embedding_size = tf1.head_of(shapes)
+    if require_classifier and num_classes is None:
+        raise UserError(f"checkpoint {path} has no classifier (resnet_model/dense/*): not an official one")
     return ModelCard(arch=arch, num_classes=num_classes or 1001, embedding_size=embedding_size,
                      image_size=None, preprocessing=None, source=f"TF1 checkpoint {prefix}")
 
@@ -279,9 +281,7 @@ def import_checkpoint(checkpoint: str | os.PathLike, arch: str | None, out: str 
         raise UserError(f"{out} exists; pass --force to overwrite it")
     if arch is not None:
         model_entry(arch)  # unknown arch: fail before reading anything
-    card = _card_for_tf1(Path(checkpoint).expanduser(), arch)
-    if tf1.checkpoint_head(tf1.resolve_checkpoint(checkpoint))[0] is None:
-        raise UserError(f"checkpoint {checkpoint} has no classifier (resnet_model/dense/*): not an official one")
+    card = _card_for_tf1(Path(checkpoint).expanduser(), arch, require_classifier=True)
     model = create_model(card.arch, **card.model_options())
     report = tf1.load_tf1_checkpoint(model, checkpoint, head="require")
     try:

@@ -95,7 +95,11 @@ def read_variable_shapes(prefix: str) -> dict[str, tuple[int, ...]]:
 
 def checkpoint_head(path: str | os.PathLike) -> tuple[int | None, int]:
     """(num_classes of the checkpoint's dense head or None, its embedding size or 0)."""
-    shapes = read_variable_shapes(resolve_checkpoint(path))
+    return head_of(read_variable_shapes(resolve_checkpoint(path)))
+
+
+def head_of(shapes: dict[str, tuple[int, ...]]) -> tuple[int | None, int]:
+    """`checkpoint_head` from variable shapes already read."""
     dense = shapes.get(f"{MODEL_SCOPE}{CLASSIFIER_NAMES['linear']}/bias")
     embedding = shapes.get(f"{MODEL_SCOPE}{EMBEDDING_DENSE}/kernel")
     return (int(dense[0]) if dense else None), (int(embedding[-1]) if embedding else 0)

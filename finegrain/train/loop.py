@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,10 @@ class TrainLoop:
     reporter: Reporter
     checkpoint_every_steps: int | None = None
     checkpoint_every_seconds: float = 600.0
+    writer: Any = field(init=False)  # TensorBoard event writer
+
+    def __post_init__(self) -> None:
+        self.writer = tf.summary.create_file_writer(str(self.work_dir / rundir.TENSORBOARD))
 
     @property
     def epochs(self) -> int:
@@ -102,7 +106,6 @@ class TrainLoop:
 
     def run(self, totals: EpochTotals) -> None:
         """Train from the global step in the checkpoint to the end of the last epoch."""
-        self.writer = tf.summary.create_file_writer(str(self.work_dir / rundir.TENSORBOARD))
         step = int(self.global_step.numpy())
         for epoch in range(step // self.steps_per_epoch, self.epochs):
             start = step - epoch * self.steps_per_epoch
