@@ -14,17 +14,19 @@ def models() -> None:
     from rich.padding import Padding
     from rich.text import Text
 
-    start_tensorflow()
-    from finegrain.models.registry import IMAGENET_CLASSES, list_models, model_entry, parameter_counts
+    # The Keras-free table: listing starts neither Keras nor TensorFlow (a test pins the counts).
+    from finegrain.models.architectures import IMAGENET_CLASSES, list_models, model_entry
 
     # Lines, not a table: a table cut to a narrow terminal or a pipe truncates the names themselves.
     out.print(f"finegrain models (parameters with a {IMAGENET_CLASSES}-way head):", highlight=False)
     rows = []
     for name in list_models():
         entry = model_entry(name)
-        trainable, non_trainable = parameter_counts(name)
+        counts = "parameters not recorded"
+        if entry.parameters is not None:
+            counts = "{:,} trainable + {:,} non-trainable".format(*entry.parameters)
         weights = "official weights" if entry.has_official_weights else "no released weights"
-        rows.append((name, f"{trainable:,} trainable + {non_trainable:,} non-trainable, {weights}", entry.description))
+        rows.append((name, f"{counts}, {weights}", entry.description))
     width = max(len(name) for name, _, _ in rows)
     for name, counts, description in rows:
         out.print(f"[bold]{name:<{width}}[/]  {counts}", highlight=False, soft_wrap=True)

@@ -17,13 +17,13 @@ import importlib
 from typing import Any
 
 # Name -> submodule. Resolved on first access (PEP 562) rather than imported here, so that the
-# TensorFlow-free submodules (`card`) can be read by the CLI at start-up without starting Keras.
+# TensorFlow-free submodules (`card`, `architectures`) can be read by the CLI at start-up without starting Keras.
 _EXPORTS = {
     "REFERENCE_HELP": "card", "ModelCard": "card", "read_card": "card", "write_card": "card",
     "replace_classifier": "heads",
     "LoadedModel": "refs", "build_model": "refs", "load_model": "refs",
     "batchnorm_layers": "registry", "create_model": "registry", "get_dropblock_keep_prob": "registry",
-    "list_models": "registry", "model_entry": "registry", "register_model": "registry",
+    "list_models": "architectures", "model_entry": "architectures", "register_model": "architectures",
     "set_bn_momentum": "registry", "set_dropblock_keep_prob": "registry",
     "load_weights": "weights",
 }

@@ -1,88 +1,37 @@
-"""The model registry and the one factory, `create_model`.
+"""The one factory, `create_model`, over the registered architectures, and model-wide settings.
 
-A registered builder turns (images tensor, bn_momentum, keep_prob) into the final feature map; the
-factory adds the fixed preprocessing, the head, DropBlock's shared keep-prob, and optional weights.
+The registry itself (names, descriptions, recorded parameter counts, `register_model`) lives in the
+Keras-free `finegrain.models.architectures`, re-exported here. A registered builder turns (images
+tensor, bn_momentum, keep_prob) into the final feature map; the factory adds the fixed
+preprocessing, the head, DropBlock's shared keep-prob, and optional weights.
+
+Nothing here imports TensorFlow: models build under Keras' JAX and PyTorch backends too. Loading
+weights does (TF1 checkpoints), so `finegrain.models.weights` is imported only when weights are given.
 """
 
 from __future__ import annotations
 
-import gc
-import math
 import os
-from dataclasses import dataclass
-from typing import Callable
 
 import keras
 
 from finegrain.errors import UserError
 from finegrain.models import resnet
+from finegrain.models.architectures import (  # noqa: F401  (re-exported: the registry's public names)
+    IMAGENET_CLASSES,
+    ModelEntry,
+    list_models,
+    model_entry,
+    register_model,
+)
 from finegrain.models.heads import build_head, check_head_options
 from finegrain.models.layers import BN_MOMENTUM, DropBlock, Preprocess, new_keep_prob_variable
-from finegrain.models.weights import load_weights
-
-IMAGENET_CLASSES = 1001  # the official heads: index 0 is "background"
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    description: str
-    build_features: Callable  # (images, *, bn_momentum, keep_prob) -> feature map
-    has_official_weights: bool = True
-    parameters: tuple[int, int] | None = None  # (trainable, non-trainable) at 1001 classes, if recorded
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, description: str, *, has_official_weights: bool = True,
-                   parameters: tuple[int, int] | None = None) -> Callable:
-    """Decorator: register `fn(images, *, bn_momentum, keep_prob) -> feature map` under `name`.
-
-    `parameters`: the (trainable, non-trainable) counts at 1001 classes, so listing models needs no
-    build (a test checks them against the built model).
-    """
-
-    def decorate(fn: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, description, fn, has_official_weights, parameters)
-        return fn
-
-    return decorate
-
-
-def list_models() -> list[str]:
-    """Registered model names, in registration order."""
-    return list(_REGISTRY)
-
-
-def model_entry(name: str) -> ModelEntry:
-    """The registry record of `name`; UserError listing the known names if there is none."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
-
-
-def _spec_builder(spec: resnet.ResNetSpec) -> Callable:
-    def build(images, *, bn_momentum: float, keep_prob, zero_init_residual: bool = False):
-        return resnet.build_backbone(images, spec, bn_momentum=bn_momentum, keep_prob=keep_prob,
-                                     zero_init_residual=zero_init_residual)[0]
-
-    return build
-
-
-register_model("resnet50", "ResNet-50 v1.5 (stride on the 3x3 conv)", parameters=(25_559_081, 53_120))(
-    _spec_builder(resnet.RESNET50))
-register_model("assemble_resnet50", "ResNet-50 + Big-Little (a2, b4) + Selective Kernel + anti-alias",
-               parameters=(41_848_489, 77_312))(
-    _spec_builder(resnet.ASSEMBLE_RESNET50))
-register_model("assemble_resnet152", "blocks [5,12,30,3] + Big-Little (a1, b2) + Selective Kernel + anti-alias",
-               parameters=(117_006_249, 249_600))(
-    _spec_builder(resnet.ASSEMBLE_RESNET152))
-register_model("assemble_resnet50_ir", "retrieval backbone: ResNet-50-D + Selective Kernel",
-               has_official_weights=False, parameters=(38_793_097, 64_576))(_spec_builder(resnet.ASSEMBLE_RESNET50_IR))
+def _build_features(entry: ModelEntry, images, **options):
+    if entry.spec is not None:
+        return resnet.build_backbone(images, entry.spec, **options)[0]
+    return entry.build_features(images, **options)
 
 
 def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_size: int = 0,
@@ -107,12 +56,15 @@ def create_model(name: str, *, num_classes: int = IMAGENET_CLASSES, embedding_si
         raise UserError(f"input_shape must be (height, width, 3) with RGB channels last, got {input_shape}")
     images = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")
     keep_prob = new_keep_prob_variable() if dropblock else None
-    features = entry.build_features(Preprocess(name="preprocess")(images), bn_momentum=bn_momentum,
-                                    keep_prob=keep_prob, zero_init_residual=zero_init_residual)
+    features = _build_features(entry, Preprocess(name="preprocess")(images), bn_momentum=bn_momentum,
+                               keep_prob=keep_prob, zero_init_residual=zero_init_residual)
     outputs = build_head(features, num_classes=num_classes, embedding_size=embedding_size, pooling=pooling,
                          head=head, bn_momentum=bn_momentum)
     model = keras.Model(images, outputs, name=name)
     if weights is not None:
+        # Imported here, not at the top: reading TF1 checkpoints needs TensorFlow, building a model not.
+        from finegrain.models.weights import load_weights
+
         load_weights(model, weights)
     return model
 
@@ -152,16 +104,3 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> None:
     for layer in batchnorm_layers(model):
         layer.momentum = float(momentum)
 
-
-def parameter_counts(name: str, num_classes: int = IMAGENET_CLASSES, *, build: bool = False) -> tuple[int, int]:
-    """(trainable, non-trainable) parameter counts of a registered model: the recorded ones at 1001
-    classes, else (or with `build`) counted on a built model (seconds for R152)."""
-    recorded = model_entry(name).parameters
-    if recorded is not None and num_classes == IMAGENET_CLASSES and not build:
-        return recorded
-    model = create_model(name, num_classes=num_classes)
-    count = lambda weights: sum(math.prod(w.shape) for w in weights)  # noqa: E731
-    counts = count(model.trainable_weights), count(model.non_trainable_weights)
-    del model
-    gc.collect()  # free R152's half a gigabyte before the next model is built
-    return counts

@@ -12,12 +12,12 @@ function of the Keras variable paths, checked against the manifests in tests/mod
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from typing import Callable
 
 import keras
 from keras import layers
 
+from finegrain.models.architectures import ResNetSpec
 from finegrain.models.layers import (
     BN_MOMENTUM,
     BlurDownsample,
@@ -33,24 +33,6 @@ EXPANSION = 4
 STEM_FILTERS = 64
 DROPBLOCK_SIZE = 7
 DROPBLOCK_GAMMA_SCALE = {2: 0.25, 3: 1.0}  # stage index (0-based) -> gamma scale; stages 3 and 4 only
-
-
-@dataclass(frozen=True)
-class ResNetSpec:
-    """Architecture switches, named after the original's flags."""
-
-    block_sizes: tuple[int, int, int, int]
-    big_little: bool = False  # resnet_version=2: Big-Little stem and stages 1-3
-    alpha: int = 2  # Big-Little: little-branch width divisor
-    beta: int = 4  # Big-Little: little-branch depth divisor
-    selective_kernel: bool = False
-    anti_alias: bool = False  # "sconv": stride-1 3x3 stage + blur downsample in stride-2 blocks
-    resnet_d: bool = False  # deep 3x3 stem + average-pool shortcuts (resnet_version=1 only)
-
-    @property
-    def block_strides(self) -> tuple[int, int, int, int]:
-        # Big-Little stages 1-3 already downsample in the big branch; the merge block strides 2, 2, 1.
-        return (2, 2, 1, 2) if self.big_little else (1, 2, 2, 2)
 
 
 class _Scope:
@@ -200,10 +182,3 @@ def build_backbone(images, spec: ResNetSpec, *, bn_momentum: float = BN_MOMENTUM
     root = _Scope()
     return _Builder(spec, bn_momentum, keep_prob, zero_init_residual).backbone(images, root), root
 
-
-RESNET50 = ResNetSpec(block_sizes=(3, 4, 6, 3))
-ASSEMBLE_RESNET50 = ResNetSpec(block_sizes=(3, 4, 6, 3), big_little=True, alpha=2, beta=4,
-                               selective_kernel=True, anti_alias=True)
-ASSEMBLE_RESNET152 = ResNetSpec(block_sizes=(5, 12, 30, 3), big_little=True, alpha=1, beta=2,
-                                selective_kernel=True, anti_alias=True)
-ASSEMBLE_RESNET50_IR = ResNetSpec(block_sizes=(3, 4, 6, 3), selective_kernel=True, resnet_d=True)

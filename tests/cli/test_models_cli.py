@@ -48,6 +48,18 @@ def test_models_lists_the_family_with_spec_counts_never_cut():
         assert counts in result.stdout
 
 
+def test_models_starts_neither_keras_nor_tensorflow():
+    # The listing reads the Keras-free architecture table; importing TensorFlow would cost seconds.
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "finegrain", "models"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "finegrain.models.architectures" in imported and "rich" in imported  # the -X importtime lines are read
+    assert not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras", "jax", "torch")}
+    assert "assemble_resnet152" in result.stdout and "117,006,249" in result.stdout
+
+
 @pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed in this environment")
 def test_weights_import_from_the_console_script(r50_checkpoint, tmp_path, capsys):
     prefix, values = r50_checkpoint
