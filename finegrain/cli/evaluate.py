@@ -240,20 +240,21 @@ def eval_classification(
     positive(image_size, "--image-size")
     positive(confusions, "--confusions", allow_zero=True)
     start_tensorflow()
-    from finegrain.evaluate.classify import classification_metrics, softmax
+    from finegrain.evaluate.classify import aligned_labels, classification_metrics, softmax
 
     loaded = load_reference(model, arch, num_classes)
     split_info = _load_split(loaded, dataset, data, split, data_dir, "test")
     logits, y = _outputs(loaded, split_info, "logits", image_size, preprocessing, batch_size, not as_json)
     where = f"{split_info.info.name}/{split_info.name}"
-    if logits.shape[1] != split_info.num_classes:
-        raise UserError(f"the model has {logits.shape[1]} classes but {where} has {split_info.num_classes}: "
-                        "evaluate a model fine-tuned on this data set")
+    offset = loaded.card.label_offset
+    y = aligned_labels(logits.shape[1], y, split_info.num_classes, offset, where)
+    names = ["background"] * offset + list(split_info.class_names)  # in logit order
     report = classification_metrics(softmax(loaded.card.logit_scale * logits), y, num_confusions=confusions)
+    source_desc = f"{loaded.description} on {where}" + (f" (labels scored at logit index + {offset})" if offset else "")
     if as_json:
-        print_json({"source": f"{loaded.description} on {where}", **report.to_dict(class_names=split_info.class_names)})
+        print_json({"source": source_desc, "label_offset": offset, **report.to_dict(class_names=names)})
     else:
-        _print_classification(report, split_info.class_names, f"{loaded.description} on {where}")
+        _print_classification(report, names, source_desc)
 
 
 def _print_classification(report: Any, names: list[str], source_desc: str) -> None:

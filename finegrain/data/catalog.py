@@ -59,6 +59,9 @@ class DatasetRecord:
     label_key: str = "label"
     paper_sizes: dict[str, int] = field(default_factory=dict)  # the paper's image counts per split
     homepage: str = ""
+    # Archives a licence keeps from being downloaded: the user puts them into the manual dir (file name ->
+    # what it holds); tfds' builder prepares the splits whose archives are there.
+    manual_archives: dict[str, str] = field(default_factory=dict)
 
     def split_spec(self, split: str) -> SplitSpec:
         if split not in SPLIT_NAMES:
@@ -175,6 +178,17 @@ CATALOG: dict[str, DatasetRecord] = {
             homepage="https://cvgl.stanford.edu/projects/lifted_struct/",
         ),
         DatasetRecord(
+            name="imagenet",
+            title="ImageNet ILSVRC-2012 (1000 classes; validation set as test)",
+            tfds_name="imagenet2012",
+            num_classes=1000,
+            splits={"train": SplitSpec("train"), "test": SplitSpec("validation")},
+            recall_ks=(1, 10, 100, 1000),
+            paper_sizes={"train": 1_281_167, "test": 50_000},
+            homepage="https://image-net.org/download-images",
+            manual_archives={"ILSVRC2012_img_train.tar": "train", "ILSVRC2012_img_val.tar": "test (validation)"},
+        ),
+        DatasetRecord(
             name="synthetic",
             title="finegrain synthetic (generated locally, deterministic)",
             num_classes=SYNTHETIC_NUM_CLASSES,
@@ -184,6 +198,8 @@ CATALOG: dict[str, DatasetRecord] = {
 }
 
 TFDS_NAMES = tuple(name for name, r in CATALOG.items() if r.tfds_name)
+#: The data sets `finegrain fetch` can download by itself (the others need archives put in by hand).
+DOWNLOADABLE_NAMES = tuple(name for name in TFDS_NAMES if not CATALOG[name].manual_archives)
 
 
 def get_record(name: str) -> DatasetRecord:

@@ -64,10 +64,16 @@ def manual_files(record: DatasetRecord) -> list[ManualFile]:
     infos = builder_cls(record).url_infos or {}
     files: dict[str, ManualFile] = {}
     for url, info in infos.items():
-        known = files.get(info.filename)
+        name = archive_name(url, info)
+        known = files.get(name)
         urls = (*known.urls, url) if known else (url,)
-        files[info.filename] = ManualFile(info.filename, urls, int(info.size), info.checksum)
+        files[name] = ManualFile(name, urls, int(info.size), info.checksum)
     return list(files.values())
+
+
+def archive_name(url: str, info: Any) -> str:
+    """The file name tfds looks for in the manual dir: the checksum list's, else the URL's last part."""
+    return info.filename or url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def default_manual_dir(data_dir: Path) -> Path:
@@ -106,6 +112,22 @@ def _check_hosts(record: DatasetRecord, data_dir: Path, manual: Path) -> None:
                         f"{_manual_advice(record, manual)}")
 
 
+def _check_manual_archives(record: DatasetRecord, manual: Path) -> None:
+    """A data set downloaded by hand (licence): fail in one line when none of its archives is in the
+    manual dir; warn which splits will be missing when only some are (tfds prepares the others)."""
+    sizes = {f.filename: f.size for f in manual_files(record)}
+    missing = [name for name in record.manual_archives if not (manual / name).is_file()]
+    listing = "; ".join(f"{name} ({_human_size(sizes[name])}, the {record.manual_archives[name]} split)"
+                        if name in sizes else name for name in missing)
+    if len(missing) == len(record.manual_archives):
+        raise UserError(f"{record.name} cannot be downloaded automatically (its licence asks you to register at "
+                        f"{record.homepage}): download {listing} into {manual}, then run "
+                        f"`finegrain fetch {record.name} --manual-dir {manual}`")
+    if missing:
+        log.warning("%s: preparing without %s; to add it later, delete the prepared %s folder and fetch again "
+                    "with the archive in %s", record.name, listing, record.tfds_name, manual)
+
+
 def fetch_tfds(
     name: str, *, data_dir: str | Path | None = None, manual_dir: str | Path | None = None, progress: bool = True
 ) -> bool:
@@ -124,7 +146,10 @@ def fetch_tfds(
     manual = Path(manual_dir).expanduser() if manual_dir else default_manual_dir(data_dir)
     if manual_dir and not manual.is_dir():
         raise UserError(f"--manual-dir {manual} is not a folder")
-    _check_hosts(record, data_dir, manual)
+    if record.manual_archives:
+        _check_manual_archives(record, manual)
+    else:
+        _check_hosts(record, data_dir, manual)
     config = tfds.download.DownloadConfig(manual_dir=str(manual))
     try:
         with redirect_stdout(sys.stderr), tfds_progress() if progress else _no_progress():
@@ -187,9 +212,16 @@ def split_sizes(name: str, data_dir: str | Path | None = None) -> dict[str, int]
     Class-range splits count labels once (one pass over the records, cached under the data dir)."""
     record = get_record(name)
     data_dir = resolve_data_dir(data_dir)
-    if not _builder(record, data_dir).is_prepared():
+    builder = _builder(record, data_dir)
+    if not builder.is_prepared():
         return {}
-    return {split: load_tfds_split(record, spec, data_dir)[2] for split, spec in record.splits.items()}
+    return {split: load_tfds_split(record, spec, data_dir)[2] for split, spec in record.splits.items()
+            if _has_tfds_splits(builder, spec)}
+
+
+def _has_tfds_splits(builder: Any, spec: SplitSpec) -> bool:
+    """Whether every tfds split `spec` reads was prepared (a hand-downloaded archive may have been left out)."""
+    return all(s in builder.info.splits for s in spec.source.split("+"))
 
 
 def _label_index(builder: Any, record: DatasetRecord, tfds_split: str, data_dir: Path) -> np.ndarray:
@@ -224,6 +256,11 @@ def load_tfds_split(
             f"data set {record.name} is not prepared under {data_dir}: run `finegrain fetch {record.name}`"
             + (f" --data-dir {data_dir}" if data_dir != resolve_data_dir(None) else "")
         )
+    if not _has_tfds_splits(builder, spec):
+        archives = ", ".join(record.manual_archives) or "its archives"
+        raise UserError(f"{record.name} was prepared without the tfds split {spec.source!r}: delete "
+                        f"{Path(builder.data_dir).parent} and run `finegrain fetch {record.name}` again with "
+                        f"{archives} in the manual dir")
     names = list(builder.info.features[record.label_key].names)
     start, stop = spec.classes or (0, len(names))
     if spec.classes is None:

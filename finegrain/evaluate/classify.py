@@ -57,6 +57,21 @@ class ClassificationReport:
         return d
 
 
+def aligned_labels(num_logits: int, labels: np.ndarray, num_split_classes: int, label_offset: int,
+                   where: str) -> np.ndarray:
+    """`labels` of a split with `num_split_classes` classes as indices into a model's `num_logits` logits.
+
+    A model whose card has `label_offset` 1 (the official 1001-way ImageNet heads: index 0 is
+    background) scores class c at logit c + 1, as the original did; any other model must have exactly
+    the split's classes. UserError when the class counts disagree.
+    """
+    if num_logits != num_split_classes + label_offset:
+        background = f" (index 0 = background, so {num_logits - 1} classes)" if label_offset else ""
+        raise UserError(f"the model has {num_logits} logits{background} but {where} has {num_split_classes} "
+                        "classes: evaluate a model fine-tuned on this data set")
+    return np.asarray(labels, dtype=np.int64) + label_offset
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (stable)."""
     z = np.asarray(logits, dtype=np.float64)

@@ -1,8 +1,9 @@
 """The one inference loop: a model's outputs over a data split, under the model's eval preprocessing.
 
 Training-time evaluation, `eval`, `retrieval-eval`, `predict` and the export checks all come here.
-Image size and preprocessing: the explicit arguments, else the model card's, else 224 and the data
-set's catalog default for the output (retrieval preprocessing for embeddings).
+Image size and preprocessing: the explicit arguments, else the model card's (its preprocessing only
+for the output the model was made for), else 224 and the data set's catalog default for the output
+(retrieval preprocessing for embeddings).
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def eval_settings(card: ModelCard, split: Split, output: str, image_size: int | None = None,
                   preprocessing: str | None = None) -> tuple[int, str]:
-    """(image size, preprocessing) to evaluate `card`'s `output` on `split` (see the module docstring)."""
+    """(image size, preprocessing) to evaluate `card`'s `output` on `split` (see the module docstring).
+
+    The card's preprocessing is what the model was scored with for its own output; another output
+    (the embedding of an ImageNet classifier, say) takes the data set's default for that output.
+    """
     info = split.info
     default = info.retrieval_preprocessing if output == "embedding" else info.classification_preprocessing
-    return (image_size or card.image_size or DEFAULT_IMAGE_SIZE), (preprocessing or card.preprocessing or default)
+    own = card.preprocessing if output == card.output else None
+    return (image_size or card.image_size or DEFAULT_IMAGE_SIZE), (preprocessing or own or default)
 
 
 def predict_batches(forward: Forward, batches: Any, *, keys: Sequence[str],

@@ -49,6 +49,7 @@ class ModelCard:
     source: str = ""  # where the weights came from, for people
     dataset: str | None = None  # the data set (catalog name or folder) a run trained on
     eval_split: str | None = None  # and the split it was evaluated on: what `eval --model RUN` uses
+    label_offset: int = 0  # logit index of a data set's class 0: 1 for the official ImageNet heads (0 = background)
 
     def model_options(self) -> dict[str, Any]:
         """The keyword arguments of `create_model` that shape this model's head."""
@@ -75,7 +76,18 @@ class ModelCard:
             raise UserError(f"{where} is damaged: {e}") from None
         if card.output not in OUTPUTS:
             raise UserError(f"{where} is damaged: output must be one of {', '.join(OUTPUTS)}")
+        if not isinstance(card.label_offset, int) or not 0 <= card.label_offset < card.num_classes:
+            raise UserError(f"{where} is damaged: label_offset must be an integer in [0, num_classes)")
         return card
+
+
+#: The released ImageNet checkpoints have 1001-way heads whose index 0 is "background".
+BACKGROUND_HEAD_CLASSES = 1001
+
+
+def label_offset_for(num_classes: int) -> int:
+    """Logit index of class 0 for a head of `num_classes`: 1 for a 1001-way (background) head, else 0."""
+    return 1 if num_classes == BACKGROUND_HEAD_CLASSES else 0
 
 
 def _card_path(where: str | os.PathLike) -> Path:

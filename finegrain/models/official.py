@@ -16,6 +16,16 @@ DEFAULT_WEIGHTS_DIR = "~/finegrain_weights"
 RELEASE_PAGE = "https://drive.google.com/drive/folders/1o8vj8_ZOPByjRKZzRPZMbuoKyxIwd_IZ"
 
 
+#: The eval preprocessing each released checkpoint was scored with on ImageNet (training size 224).
+#: A 1001-way head of these architectures gets it in its card, so `eval` needs no flags.
+OFFICIAL_EVAL_PREPROCESSING = {
+    "resnet50": "imagenet",  # short side 256, centre crop 224
+    "assemble_resnet50": "imagenet_224_256",  # short side 292, centre crop 256
+    "assemble_resnet152": "imagenet_224_256a",  # short side 257, centre crop 256
+}
+OFFICIAL_IMAGE_SIZE = 224
+
+
 def weights_dir() -> Path:
     """`$FINEGRAIN_WEIGHTS_DIR` if set, else `~/finegrain_weights`."""
     return Path(os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR).expanduser()

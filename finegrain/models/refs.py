@@ -29,16 +29,18 @@ import yaml
 from finegrain.errors import UserError, first_line
 from finegrain.models import tf1
 from finegrain.models.card import (
+    BACKGROUND_HEAD_CLASSES,
     CARD_FILE,
     REFERENCE_HELP,
     WEIGHTS_FILE,
     ModelCard,
+    label_offset_for,
     last_checkpoint,
     official_arch,
     read_card,
     write_card,
 )
-from finegrain.models.official import official_weights
+from finegrain.models.official import OFFICIAL_EVAL_PREPROCESSING, OFFICIAL_IMAGE_SIZE, official_weights
 from finegrain.models.registry import create_model, model_entry
 from finegrain.models.weights import copy_weights, is_keras_weights, load_weights, save_weights
 
@@ -177,8 +179,19 @@ def _card_for_weights(path: Path, arch: str | None, num_classes: int | None) -> 
         raise UserError(f"{path} is a weights file without its card ({beside.name}): name its architecture "
                         "with --arch (see `finegrain models`)")
     model_entry(arch)
-    return ModelCard(arch=arch, num_classes=num_classes or 1001, image_size=None, preprocessing=None,
-                     source=str(path))
+    return _imagenet_card(ModelCard(arch=arch, num_classes=num_classes or BACKGROUND_HEAD_CLASSES,
+                                    image_size=None, preprocessing=None, source=str(path)))
+
+
+def _imagenet_card(card: ModelCard) -> ModelCard:
+    """A card for weights of unknown provenance: a 1001-way head is the original's ImageNet head, so its
+    labels are offset by one and it is evaluated the way its architecture's release was scored."""
+    if card.num_classes != BACKGROUND_HEAD_CLASSES or card.embedding_size:
+        return card
+    preprocessing = OFFICIAL_EVAL_PREPROCESSING.get(card.arch)
+    return dataclasses.replace(card, label_offset=label_offset_for(card.num_classes), dataset="imagenet",
+                               image_size=OFFICIAL_IMAGE_SIZE if preprocessing else None,
+                               preprocessing=preprocessing)
 
 
 def _card_for_tf1(path: Path, arch: str | None, *, require_classifier: bool = False) -> ModelCard:
@@ -191,8 +204,9 @@ def _card_for_tf1(path: Path, arch: str | None, *, require_classifier: bool = Fa
     num_classes, embedding_size = tf1.head_of(shapes)
     if require_classifier and num_classes is None:
         raise UserError(f"checkpoint {path} has no classifier (resnet_model/dense/*): not an official one")
-    return ModelCard(arch=arch, num_classes=num_classes or 1001, embedding_size=embedding_size,
-                     image_size=None, preprocessing=None, source=f"TF1 checkpoint {prefix}")
+    return _imagenet_card(ModelCard(arch=arch, num_classes=num_classes or BACKGROUND_HEAD_CLASSES,
+                                    embedding_size=embedding_size, image_size=None, preprocessing=None,
+                                    source=f"TF1 checkpoint {prefix}"))
 
 
 def _resolve_path(ref: str | os.PathLike, arch: str | None) -> tuple[Path, str | None]:

@@ -48,13 +48,13 @@ def register_fake_checksums(monkeypatch: pytest.MonkeyPatch, name: str, manual: 
     from tensorflow_datasets.core.download import checksums
 
     from finegrain.data.catalog import get_record
-    from finegrain.data.tfds_source import builder_cls
+    from finegrain.data.tfds_source import archive_name, builder_cls
 
     cls = builder_cls(get_record(name))
     fake = {
-        url: checksums.compute_url_info(manual / info.filename)  # size, sha256 and file name of the fake
+        url: checksums.compute_url_info(manual / archive_name(url, info))  # size, sha256, file name of the fake
         for url, info in cls.url_infos.items()
-        if (manual / info.filename).exists()
+        if (manual / archive_name(url, info)).exists()
     }
     monkeypatch.setattr(cls, "url_infos", fake)
 

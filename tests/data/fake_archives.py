@@ -177,5 +177,29 @@ def make_aircraft(manual: Path) -> dict[str, list[int]]:
     return expected
 
 
+def make_imagenet(manual: Path) -> dict[str, list[int]]:
+    """ILSVRC2012_img_train.tar (one inner tar per synset) and ILSVRC2012_img_val.tar (flat, named by index)."""
+    from importlib import resources
+
+    folder = resources.files("tensorflow_datasets") / "datasets" / "imagenet2012"
+    synsets = (folder / "labels.txt").read_text().split()  # label order of the builder
+    val_synsets = (folder / "validation_labels.txt").read_text().split()  # of val images 1, 2, ... in order
+    train_synsets = [synsets[0], synsets[999]]
+    inner = {}
+    for k, synset in enumerate(train_synsets):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for i in range(2):
+                data = jpeg(100 + 10 * k + i)
+                info = tarfile.TarInfo(f"{synset}_{i}.JPEG")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        inner[f"{synset}.tar"] = buf.getvalue()
+    _tar(manual / "ILSVRC2012_img_train.tar", inner, "w")
+    _tar(manual / "ILSVRC2012_img_val.tar", {f"ILSVRC2012_val_{i:08d}.JPEG": jpeg(200 + i) for i in range(1, 4)}, "w")
+    return {"train": [synsets.index(s) + 1 for s in train_synsets for _ in range(2)],
+            "validation": [synsets.index(s) + 1 for s in val_synsets[:3]]}
+
+
 MAKERS = {"food101": make_food101, "flowers102": make_flowers102, "cub200": make_cub200, "cars196": make_cars196,
-          "aircraft": make_aircraft, "pets": make_pets, "sop": make_sop}
+          "aircraft": make_aircraft, "pets": make_pets, "sop": make_sop, "imagenet": make_imagenet}

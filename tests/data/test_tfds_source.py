@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from finegrain.data import load_split
-from finegrain.data.catalog import CATALOG, TFDS_NAMES
+from finegrain.data.catalog import CATALOG, DOWNLOADABLE_NAMES, TFDS_NAMES
 from finegrain.errors import UserError
 
 # tfds split each of our classification splits reads (see catalog.py)
@@ -17,6 +17,7 @@ CLASSIFICATION = {
     "cars196": {"train": ["train"], "test": ["test"]},
     "aircraft": {"train": ["train", "validation"], "test": ["test"]},
     "pets": {"train": ["train"], "test": ["test"]},
+    "imagenet": {"train": ["train"], "test": ["validation"]},
 }
 
 
@@ -159,7 +160,7 @@ def test_download_script_fetches_every_tfds_data_set():
 
     script = Path(__file__).resolve().parents[2] / "scripts" / "download_datasets.sh"
     result = subprocess.run(["bash", str(script)], env={**os.environ, "FINEGRAIN": "echo"}, capture_output=True, text=True, check=True)
-    assert [line for line in result.stdout.splitlines() if not line.startswith("==")] == [f"fetch {n}" for n in TFDS_NAMES]
+    assert [line for line in result.stdout.splitlines() if not line.startswith("==")] == [f"fetch {n}" for n in DOWNLOADABLE_NAMES]
 
 
 def test_pipelines_read_tfds_splits(prepared):

@@ -68,6 +68,10 @@ def test_eval_settings_come_from_the_card_then_the_data_set(colour_folder):
     split = load_split(str(colour_folder), "test", data_dir=colour_folder / "cache")
     assert eval_settings(CARD, split, "logits") == (224, "imagenet")
     assert eval_settings(CARD, split, "embedding") == (224, "reid")
-    trained = ModelCard("resnet50", image_size=96, preprocessing="imagenet_224_256")
-    assert eval_settings(trained, split, "embedding") == (96, "imagenet_224_256")
-    assert eval_settings(trained, split, "embedding", 64, "reid") == (64, "reid")
+    trained = ModelCard("resnet50", image_size=96, preprocessing="imagenet_224_256")  # a classifier
+    assert eval_settings(trained, split, "logits") == (96, "imagenet_224_256")
+    # its preprocessing is for its logits: its embedding is evaluated the way the data set's retrieval is
+    assert eval_settings(trained, split, "embedding") == (96, "reid")
+    assert eval_settings(trained, split, "embedding", 64, "imagenet") == (64, "imagenet")
+    retrieval = ModelCard("resnet50", image_size=96, preprocessing="imagenet", output="embedding")
+    assert eval_settings(retrieval, split, "embedding") == (96, "imagenet")
