@@ -31,7 +31,7 @@ def _result(line: str) -> None:
 
 
 def fetch(
-    name: str = typer.Argument(..., help="food101, flowers102, cub200, cars196, aircraft, pets, sop or synthetic."),
+    name: str = typer.Argument(..., help="food101, flowers102, cub200, cars196, aircraft, pets, sop, imagenet (archives by hand) or synthetic."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     manual_dir: Optional[Path] = typer.Option(
         None, "--manual-dir", help="Folder holding the original archive files (used instead of downloading; checksums still verified)."
