@@ -1,4 +1,5 @@
-"""Exact k-nearest-neighbour search for retrieval evaluation where the query set is the gallery.
+"""Exact k-nearest-neighbour search for retrieval evaluation: queries are rows of the gallery, or a
+separate query set whose members may also be in the gallery (then known by their gallery row).
 
 One search produces one `KnnResult` (gallery indices and scores, best first) that every metric
 reads; search, storage and metrics stay separate (the TF Similarity layout).
@@ -41,7 +42,8 @@ class KnnResult:
     """Neighbours of each query, best first, the query itself removed.
 
     indices: int64 [Q, k] gallery indices; scores: float32 [Q, k] (higher = closer);
-    query_ids: int64 [Q] gallery index of each query; metric: "cosine" or "euclidean".
+    query_ids: int64 [Q] gallery index of each query (-1: a separate query not in the gallery);
+    metric: "cosine" or "euclidean".
     """
 
     indices: np.ndarray
@@ -54,13 +56,14 @@ class KnnResult:
         return int(self.indices.shape[1])
 
 
-def prepare_embeddings(embeddings: np.ndarray, metric: str = "cosine") -> np.ndarray:
+def prepare_embeddings(embeddings: np.ndarray, metric: str = "cosine", *, min_rows: int = 2,
+                       what: str = "embeddings") -> np.ndarray:
     """Validate and return C-contiguous float32 vectors; L2-normalised for cosine."""
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
     x = np.asarray(embeddings)
-    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
-        raise UserError(f"embeddings must be a 2-D array [N >= 2, D >= 1], got shape {tuple(x.shape)}")
+    if x.ndim != 2 or x.shape[0] < min_rows or x.shape[1] < 1:
+        raise UserError(f"{what} must be a 2-D array [N >= {min_rows}, D >= 1], got shape {tuple(x.shape)}")
     if not np.issubdtype(x.dtype, np.number):
         raise UserError(f"embeddings must be numeric, got dtype {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -152,32 +155,58 @@ def search(
     *,
     metric: str = "cosine",
     query_ids: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
     chunk_size: int | None = None,
     use_gpu: bool | None = None,
     progress: object | None = None,
 ) -> KnnResult:
     """k nearest gallery items of each query, the query itself excluded by identity.
 
-    embeddings: [N, D] gallery (queries are rows of it); k: neighbours per query (1..N-1);
-    query_ids: gallery rows used as queries (default: all); chunk_size: queries per FAISS call
-    (rounded to FAISS's query block; default from a 128 MB budget); use_gpu: None = when faiss
-    sees one; progress: optional callable(done, total) after each chunk.
+    embeddings: [N, D] gallery; k: neighbours per query; queries: a separate [Q, D] query set (default:
+    the gallery rows `query_ids` are the queries); query_ids: without `queries`, the gallery rows used as
+    queries (default: all); with `queries`, the gallery row of each query that is also a gallery item
+    (the same image) and -1 for the others. k is 1..N-1 when any query is in the gallery, else 1..N.
+    chunk_size: queries per FAISS call (rounded to FAISS's query block; default from a 128 MB budget);
+    use_gpu: None = when faiss sees one; progress: optional callable(done, total) after each chunk.
     """
     x = prepare_embeddings(embeddings, metric)
     n = x.shape[0]
-    if not 1 <= k <= n - 1:
-        raise UserError(f"k={k} is out of range: the gallery has {n} items, so k must be 1..{n - 1}")
-    qids = np.arange(n, dtype=np.int64) if query_ids is None else np.asarray(query_ids, dtype=np.int64)
-    if qids.ndim != 1 or (qids.size and (qids.min() < 0 or qids.max() >= n)):
-        raise UserError(f"query ids must be gallery rows in 0..{n - 1}")
+    if queries is None:
+        xq = x
+        qids = np.arange(n, dtype=np.int64) if query_ids is None else np.asarray(query_ids, dtype=np.int64)
+        rows_of = qids
+        if qids.ndim != 1 or (qids.size and (qids.min() < 0 or qids.max() >= n)):
+            raise UserError(f"query ids must be gallery rows in 0..{n - 1}")
+    else:
+        xq = prepare_queries(queries, x.shape[1], metric)
+        qids = np.full(xq.shape[0], -1, np.int64) if query_ids is None else np.asarray(query_ids, dtype=np.int64)
+        rows_of = np.arange(xq.shape[0], dtype=np.int64)
+        if qids.shape != (xq.shape[0],) or (qids.size and (qids.min() < -1 or qids.max() >= n)):
+            raise UserError(f"query ids must be one per query, each a gallery row in 0..{n - 1} or -1")
+    any_self = bool((qids >= 0).any())
+    most = n - 1 if any_self else n
+    if not 1 <= k <= most:
+        raise UserError(f"k={k} is out of range: the gallery has {n} items, so k must be 1..{most}")
     gpu = _gpu_resources(use_gpu)
     out_ids = np.empty((qids.size, k), dtype=np.int64)
     out_scores = np.empty((qids.size, k), dtype=np.float32)
     step = chunk_rows(k, chunk_size)
     for start in range(0, qids.size, step):
-        rows = qids[start : start + step]
-        scores, ids = _search_ordered(x[rows], x, k + 1, metric, gpu)
-        out_scores[start : start + rows.size], out_ids[start : start + rows.size] = _drop_self(scores, ids, rows)
+        rows, ids_here = rows_of[start : start + step], qids[start : start + step]
+        end = start + rows.size
+        if k < n:  # one extra neighbour for the query's own row, dropped by identity (else the last)
+            scores, ids = _search_ordered(xq[rows], x, k + 1, metric, gpu)
+            out_scores[start:end], out_ids[start:end] = _drop_self(scores, ids, ids_here)
+        else:  # k == n: no query is in the gallery, so nothing to drop
+            out_scores[start:end], out_ids[start:end] = _search_ordered(xq[rows], x, k, metric, gpu)
         if progress is not None:
             progress(min(start + step, qids.size), qids.size)
     return KnnResult(indices=out_ids, scores=out_scores, query_ids=qids, metric=metric)
+
+
+def prepare_queries(queries: np.ndarray, dim: int, metric: str = "cosine") -> np.ndarray:
+    """`prepare_embeddings` for a query set (one row allowed) that must match the gallery's width."""
+    q = prepare_embeddings(queries, metric, min_rows=1, what="queries")
+    if q.shape[1] != dim:
+        raise UserError(f"queries have {q.shape[1]} dimensions but the gallery has {dim}: embed both with one model")
+    return q

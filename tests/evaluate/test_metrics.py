@@ -3,7 +3,7 @@ import pytest
 
 from finegrain.errors import UserError
 from finegrain.evaluate import knn, metrics
-from tests.evaluate.reference import exact_tie_data, reference_metrics
+from tests.evaluate.reference import exact_tie_data, reference_metrics, reference_separate
 
 
 def _assert_matches_reference(report, ref, ks):
@@ -103,3 +103,57 @@ def test_metrics_ignore_extra_queries_in_the_knn():
     ks = [1, 4]
     everything = knn.search(x, metrics.search_depth(labels, ks))
     assert metrics.retrieval_metrics(everything, labels, ks) == metrics.evaluate_retrieval(x, labels, ks)
+
+
+def _separate_case():
+    """Queries apart from the gallery: some are gallery images too (same identity), one of them an exact
+    duplicate of another gallery item; exact ties everywhere ({+-0.25}^16), distractors, a lone query,
+    a query labelled -1, a query whose class the gallery lacks."""
+    x, labels = exact_tie_data(n=240)
+    gallery, gallery_labels = x[:200], labels[:200].copy()
+    gallery_labels[190:200] = -1  # distractors
+    in_both = np.array([3, 10, 21, 40, 41, 42])  # 3 and 10 are exact duplicates of each other, same class
+    queries = np.concatenate([x[200:], gallery[in_both]])
+    query_labels = np.concatenate([labels[200:], gallery_labels[in_both]])
+    query_labels[0], query_labels[1] = -1, 5000  # skipped; a class the gallery lacks (lone)
+    query_ids = np.concatenate([np.full(40, -1), in_both])
+    items = [f"q{i}" for i in range(40)] + [f"g{i}" for i in in_both]
+    return queries, query_labels, gallery, gallery_labels, query_ids, items
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_separate_queries_equal_brute_force_with_shared_images_distractors_and_ties(per_class):
+    queries, query_labels, gallery, gallery_labels, query_ids, items = _separate_case()
+    assert (metrics.identity_rows(items, [f"g{i}" for i in range(200)]) == query_ids).all()
+    ks = [1, 2, 4, 8]
+    report, knn_result = metrics.evaluate_separate(queries, query_labels, gallery, gallery_labels, ks,
+                                                   query_ids=query_ids, per_class=per_class)
+    ref = reference_separate(queries, query_labels, gallery, gallery_labels, query_ids, ks, per_class=per_class)
+    _assert_matches_reference(report, ref, ks)
+    assert report.num_queries == 46 - 9 and report.num_distractors == 10  # 9 queries labelled -1
+    assert report.definitions["self_exclusion"].startswith("a query that is also a gallery item")
+    own = query_ids >= 0
+    assert not (knn_result.indices[own] == query_ids[own, None]).any()  # never its own result
+    assert knn_result.indices[40, 0] == 10 and knn_result.indices[41, 0] == 3  # g3 and g10: exact duplicates count
+    if per_class:
+        got = {c.label: (c.map_at_r, c.recall_at_k) for c in report.per_class}
+        assert got.keys() == ref["per_class"].keys()
+        for label, (ap, recall) in ref["per_class"].items():
+            assert got[label][0] == pytest.approx(ap) and got[label][1] == pytest.approx(recall)
+        maps = [c.map_at_r for c in report.per_class]
+        assert maps == sorted(maps)  # worst first
+        assert report.to_dict()["per_class"][0]["label"] == report.per_class[0].label
+    else:
+        assert report.per_class is None
+
+
+def test_separate_queries_outside_the_gallery_may_search_all_of_it():
+    rng = np.random.default_rng(0)
+    gallery, queries = rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
+    report, result = metrics.evaluate_separate(queries, np.zeros(3, int), gallery, np.zeros(5, int), [5])
+    assert result.k == 5 and report.recall_at_k == {5: 1.0} and report.map_at_r == 1.0
+    with pytest.raises(UserError, match="K <= 4"):
+        metrics.evaluate_separate(queries, np.zeros(3, int), gallery, np.zeros(5, int), [5],
+                                  query_ids=np.array([0, -1, -1]))
+    with pytest.raises(UserError, match="dimensions"):
+        metrics.evaluate_separate(queries[:, :3], np.zeros(3, int), gallery, np.zeros(5, int), [1])
