@@ -27,6 +27,7 @@ class Split:
     class_names: list[str]
     info: DatasetRecord
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable images
+    paths: list[str] | None = None  # the image files of a folder split, in `dataset` order (None for tfds)
     _shuffled: Callable[[int], Any] | None = field(default=None, repr=False)
 
     @property
@@ -96,5 +97,6 @@ def _folder_split(root: Path, split: str, record: DatasetRecord, seed: int, data
         class_names=files.class_names,
         info=record,
         skipped=files.skipped,
+        paths=list(files.paths),
         _shuffled=lambda s: make(np.random.default_rng(s).permutation(n)),
     )
