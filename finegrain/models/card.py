@@ -34,6 +34,15 @@ CHECKPOINT_STATE = "state.json"
 OUTPUTS = ("logits", "embedding")
 
 
+#: The released ImageNet checkpoints have 1001-way heads whose index 0 is "background".
+BACKGROUND_HEAD_CLASSES = 1001
+
+
+def label_offset_for(num_classes: int) -> int:
+    """Logit index of class 0 for a head of `num_classes`: 1 for a 1001-way (background) head, else 0."""
+    return 1 if num_classes == BACKGROUND_HEAD_CLASSES else 0
+
+
 @dataclass(frozen=True)
 class ModelCard:
     arch: str
@@ -68,6 +77,8 @@ class ModelCard:
             raise UserError(f"{where} is damaged: it needs at least an 'arch' name")
         known = {f.name for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in values.items() if k in known}
+        if "label_offset" not in kept:  # a card from before label offsets: a 1001-way head is the original's
+            kept["label_offset"] = label_offset_for(kept.get("num_classes", BACKGROUND_HEAD_CLASSES))
         if kept.get("class_names") is not None:
             kept["class_names"] = tuple(str(c) for c in kept["class_names"])
         try:
@@ -79,15 +90,6 @@ class ModelCard:
         if not isinstance(card.label_offset, int) or not 0 <= card.label_offset < card.num_classes:
             raise UserError(f"{where} is damaged: label_offset must be an integer in [0, num_classes)")
         return card
-
-
-#: The released ImageNet checkpoints have 1001-way heads whose index 0 is "background".
-BACKGROUND_HEAD_CLASSES = 1001
-
-
-def label_offset_for(num_classes: int) -> int:
-    """Logit index of class 0 for a head of `num_classes`: 1 for a 1001-way (background) head, else 0."""
-    return 1 if num_classes == BACKGROUND_HEAD_CLASSES else 0
 
 
 def _card_path(where: str | os.PathLike) -> Path:

@@ -174,6 +174,8 @@ def _card_for_weights(path: Path, arch: str | None, num_classes: int | None) -> 
     beside = card_beside(path)
     if beside.is_file():
         card = read_card(beside)
+        if card.preprocessing is None:  # written by an import from before cards carried it
+            card = _imagenet_card(card)
         return dataclasses.replace(card, source=card.source or str(path))
     if arch is None:
         raise UserError(f"{path} is a weights file without its card ({beside.name}): name its architecture "

@@ -112,3 +112,12 @@ def test_a_released_checkpoint_carries_its_eval_preprocessing_and_offset(monkeyp
     card = refs._card_for_tf1(refs.Path("ckpt"), None)
     assert (card.arch, card.num_classes, card.label_offset) == (arch, 1001, 1)
     assert (card.preprocessing, card.image_size, card.dataset) == (OFFICIAL_EVAL_PREPROCESSING[arch], 224, "imagenet")
+
+
+def test_a_card_written_before_label_offsets_reads_a_1001_way_head_as_the_originals(tmp_path):
+    from finegrain.models.card import read_card
+
+    (tmp_path / "old.json").write_text(json.dumps({"arch": "assemble_resnet50", "num_classes": 1001}))
+    (tmp_path / "food.json").write_text(json.dumps({"arch": "assemble_resnet50", "num_classes": 101}))
+    assert read_card(tmp_path / "old.json").label_offset == 1
+    assert read_card(tmp_path / "food.json").label_offset == 0
