@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finegrain.data.catalog import CATALOG, DatasetRecord, folder_record, get_record, resolve_data_dir
+from finegrain.data.catalog import CATALOG, DatasetRecord, SplitSpec, folder_record, get_record, resolve_data_dir
 from finegrain.errors import UserError
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def load_split(source: str | os.PathLike, split: str, *, data_dir: str | os.Path
     """Load `split` of a catalog data set (by name) or of an image folder (by path).
 
     `seed` only chooses the stratified train/test split of a folder that has no test/ sub-folder.
+    A folder also has the split "all": every image, train/ and test/ together (an index's gallery).
     """
     data_dir = resolve_data_dir(data_dir)
     if _is_folder(source):
@@ -77,7 +78,7 @@ def _folder_split(root: Path, split: str, record: DatasetRecord, seed: int, data
 
     from finegrain.data.folder import folder_files
 
-    spec = record.split_spec(split)
+    spec = SplitSpec("all") if split == "all" else record.split_spec(split)
     files = folder_files(root, spec.source, seed=seed, classes=spec.classes, check_cache_dir=data_dir)
     if not files.paths:
         raise UserError(f"split {split!r} of {root} holds no readable images")
