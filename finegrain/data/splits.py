@@ -28,17 +28,23 @@ class Split:
     info: DatasetRecord
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable images
     paths: list[str] | None = None  # the image files of a folder split, in `dataset` order (None for tfds)
-    _shuffled: Callable[[int], Any] | None = field(default=None, repr=False)
+    # (seed, with_index) -> the examples shuffled, each with its int64 position in `dataset` if with_index
+    _shuffled: Callable[[int, bool], Any] | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def shuffled(self, seed: int) -> tf.data.Dataset:
-        """The same examples in an order that is a pure function of `seed` (files shuffled before reading)."""
+    def shuffled(self, seed: int, *, with_index: bool = False) -> tf.data.Dataset:
+        """The same examples in an order that is a pure function of `seed` (files shuffled before reading).
+
+        `with_index`: (encoded, label, index) with the example's position in `dataset` order, so that
+        per-example data computed once (a teacher's logits) can travel with it through shuffling.
+        """
         if self._shuffled is not None:
-            return self._shuffled(seed)
-        return self.dataset.shuffle(min(self.num_examples, 8192), seed=seed, reshuffle_each_iteration=False)
+            return self._shuffled(seed, with_index)
+        ds = self.dataset.enumerate().map(lambda i, x: (*x, i)) if with_index else self.dataset
+        return ds.shuffle(min(self.num_examples, 8192), seed=seed, reshuffle_each_iteration=False)
 
 
 def _is_folder(source: str | os.PathLike) -> bool:
@@ -70,7 +76,7 @@ def load_split(source: str | os.PathLike, split: str, *, data_dir: str | os.Path
 
     spec = record.split_spec(split)
     ordered, make, n, names = load_tfds_split(record, spec, data_dir)
-    return Split(split, ordered, n, names, record, [], make)
+    return Split(split, ordered, n, names, record, _shuffled=make)
 
 
 def _folder_split(root: Path, split: str, record: DatasetRecord, seed: int, data_dir: Path) -> Split:
@@ -83,10 +89,13 @@ def _folder_split(root: Path, split: str, record: DatasetRecord, seed: int, data
     if not files.paths:
         raise UserError(f"split {split!r} of {root} holds no readable images")
 
-    def make(order: np.ndarray) -> tf.data.Dataset:
+    def make(order: np.ndarray, with_index: bool = False) -> tf.data.Dataset:
         # Bytes, not str: a file name that is not valid UTF-8 cannot become a string tensor from str.
         paths = tf.constant([os.fsencode(files.paths[i]) for i in order], tf.string)
         labels = tf.constant(files.labels[order], tf.int64)
+        if with_index:
+            ds = tf.data.Dataset.from_tensor_slices((paths, labels, tf.constant(order, tf.int64)))
+            return ds.map(lambda p, y, i: (tf.io.read_file(p), y, i), num_parallel_calls=tf.data.AUTOTUNE)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -99,5 +108,5 @@ def _folder_split(root: Path, split: str, record: DatasetRecord, seed: int, data
         info=record,
         skipped=files.skipped,
         paths=list(files.paths),
-        _shuffled=lambda s: make(np.random.default_rng(s).permutation(n)),
+        _shuffled=lambda s, with_index: make(np.random.default_rng(s).permutation(n), with_index),
     )

@@ -269,21 +269,54 @@ def load_tfds_split(
         labels = np.concatenate([_label_index(builder, record, s, data_dir) for s in spec.source.split("+")])
         num_examples = int(np.count_nonzero((labels >= start) & (labels < stop)))
 
-    def make(shuffle_seed: int | None) -> tf.data.Dataset:
-        read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=False)
+    def make(shuffle_seed: int | None, with_index: bool = False) -> tf.data.Dataset:
+        read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=with_index)
         ds = builder.as_dataset(
             split=spec.source,
             decoders={"image": tfds.decode.SkipDecoding()},
             shuffle_files=shuffle_seed is not None,
             read_config=read_config,
         )
-        ds = ds.map(lambda x: (x["image"], tf.cast(x[record.label_key], tf.int64)))
+        index_of = _example_index(builder, record, spec, data_dir) if with_index else None
+        ds = ds.map(lambda x: (x["image"], tf.cast(x[record.label_key], tf.int64),
+                               *((index_of(x["tfds_id"]),) if with_index else ())))
         if spec.classes is not None:
-            ds = ds.filter(lambda image, label: (label >= start) & (label < stop))
+            ds = ds.filter(lambda image, label, *index: (label >= start) & (label < stop))
             if start:
-                ds = ds.map(lambda image, label: (image, label - start))
+                ds = ds.map(lambda image, label, *index: (image, label - start, *index))
         if shuffle_seed is not None:
             ds = ds.shuffle(min(num_examples, 8192), seed=shuffle_seed, reshuffle_each_iteration=False)
         return ds
 
     return make(None), make, num_examples, names[start:stop]
+
+
+def _example_index(builder: Any, record: DatasetRecord, spec: SplitSpec, data_dir: Path) -> Any:
+    """tfds_id -> the example's position in the split's fixed order (tfds splits in `spec.source` order,
+    shards in order, records in order; class-range splits count kept examples only), in-graph.
+
+    A tfds_id reads `NAME-SPLIT.FORMAT-SHARD-of-N__RECORD`; shard offsets come from the split info.
+    """
+    import tensorflow as tf
+
+    keys, offsets, total = [], [], 0
+    for tfds_split in spec.source.split("+"):
+        for shard, length in enumerate(builder.info.splits[tfds_split].shard_lengths):
+            keys.append(f"{tfds_split}/{shard:05d}")
+            offsets.append(total)
+            total += int(length)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.constant(offsets, tf.int64)), default_value=-1)
+    rank = None
+    if spec.classes is not None:  # position among the kept examples
+        labels = np.concatenate([_label_index(builder, record, s, data_dir) for s in spec.source.split("+")])
+        kept = (labels >= spec.classes[0]) & (labels < spec.classes[1])
+        rank = tf.constant(np.cumsum(kept) - 1, tf.int64)
+
+    def index_of(tfds_id: tf.Tensor) -> tf.Tensor:
+        shard = tf.strings.regex_replace(tfds_id, r"^.*-([^-.]+)\.[^-]+-(\d+)-of-\d+__\d+$", r"\1/\2")
+        record_number = tf.strings.to_number(tf.strings.regex_replace(tfds_id, r"^.*__(\d+)$", r"\1"), tf.int64)
+        raw = table.lookup(shard) + record_number
+        return raw if rank is None else tf.gather(rank, raw)
+
+    return index_of
