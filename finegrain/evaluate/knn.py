@@ -87,7 +87,7 @@ def _faiss_search(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, gpu: obje
     return dist, ids
 
 
-def _sort_rows(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sort_rows(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Order each row by score descending, then gallery index ascending (in place, vectorised).
 
     FAISS already returns rows by score, so only rows holding equal (or out-of-order) neighbours
@@ -110,21 +110,21 @@ def _search_ordered(xq: np.ndarray, xb: np.ndarray, keep: int, metric: str, gpu:
     """
     n = xb.shape[0]
     depth = min(keep + 1, n)
-    scores, ids = _sort_rows(*_faiss_search(xq, xb, depth, metric, gpu))
+    scores, ids = sort_rows(*_faiss_search(xq, xb, depth, metric, gpu))
     if depth == n:
         return scores[:, :keep], ids[:, :keep]
     scores, ids = scores[:, : keep + 1], ids[:, : keep + 1]
     tied = np.flatnonzero(scores[:, keep - 1] == scores[:, keep])
     while tied.size:
         depth = min(2 * depth, n)
-        s, i = _sort_rows(*_faiss_search(xq[tied], xb, depth, metric, gpu))
+        s, i = sort_rows(*_faiss_search(xq[tied], xb, depth, metric, gpu))
         scores[tied], ids[tied] = s[:, : keep + 1], i[:, : keep + 1]
         still = (depth < n) & (s[:, keep - 1] == s[:, -1])
         tied = tied[still]
     return scores[:, :keep], ids[:, :keep]
 
 
-def _drop_self(scores: np.ndarray, ids: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drop_self(scores: np.ndarray, ids: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own gallery index (by identity); rows without it lose their last column."""
     is_self = ids == query_ids[:, None]
     position = np.where(is_self.any(axis=1), is_self.argmax(axis=1), ids.shape[1] - 1)
@@ -196,7 +196,7 @@ def search(
         end = start + rows.size
         if k < n:  # one extra neighbour for the query's own row, dropped by identity (else the last)
             scores, ids = _search_ordered(xq[rows], x, k + 1, metric, gpu)
-            out_scores[start:end], out_ids[start:end] = _drop_self(scores, ids, ids_here)
+            out_scores[start:end], out_ids[start:end] = drop_self(scores, ids, ids_here)
         else:  # k == n: no query is in the gallery, so nothing to drop
             out_scores[start:end], out_ids[start:end] = _search_ordered(xq[rows], x, k, metric, gpu)
         if progress is not None:

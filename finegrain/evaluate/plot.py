@@ -48,26 +48,60 @@ def plot_retrieval(
     class_names: list[str] | None = None,
 ) -> None:
     """Write a PNG grid: one query per line, then its `top` nearest results framed green/red."""
-    import matplotlib  # here, not at the top: matplotlib.use must run before pyplot is imported
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     top = min(top, knn.k)
 
     def name(label: int) -> str:
         return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
 
-    fig, axes = plt.subplots(len(rows), top + 1, figsize=(1.6 * (top + 1), 1.7 * len(rows)), squeeze=False)
-    for line, row in zip(axes, rows):
+    grid = []
+    for row in rows:
         query = int(knn.query_ids[row])
-        cells = [(query, "black", f"query: {name(labels[query])}")]
+        cells = [(images.get(query), "black", f"query: {name(labels[query])}")]
         for rank, neighbour in enumerate(knn.indices[row, :top], start=1):
             right = labels[neighbour] == labels[query]
-            cells.append((int(neighbour), "green" if right else "red", f"#{rank} {name(labels[neighbour])}"))
-        for ax, (index, colour, text) in zip(line, cells):
-            if index in images:
-                ax.imshow(images[index])
+            cells.append((images.get(int(neighbour)), "green" if right else "red", f"#{rank} {name(labels[neighbour])}"))
+        grid.append(cells)
+    plot_grid(path, grid, title=title)
+
+
+def plot_search(path: str | os.PathLike, results: list[dict], *, title: str = "", top: int = 8) -> None:
+    """Write a PNG grid of `finegrain search` results: each query photo, then its nearest gallery items
+    with class and score (items that are not readable files are left blank)."""
+    grid = []
+    for result in results:
+        cells = [(thumbnail(result["query"]), "black", "query")]
+        for r in result["results"][:top]:
+            cells.append((thumbnail(r["item"]), "black", f"#{r['rank']} {r['class']} {r['score']:.3f}"))
+        grid.append(cells)
+    plot_grid(path, grid, title=title)
+
+
+def thumbnail(path: str, size: int = 96) -> np.ndarray | None:
+    """A small RGB copy of an image file, or None when it is not a readable image file."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            return np.asarray(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def plot_grid(path: str | os.PathLike, grid: list[list[tuple[np.ndarray | None, str, str]]], *, title: str = "") -> None:
+    """Write a PNG of rows of (image or None, frame colour, caption) cells, atomically."""
+    import matplotlib  # here, not at the top: matplotlib.use must run before pyplot is imported
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(row) for row in grid)
+    fig, axes = plt.subplots(len(grid), columns, figsize=(1.6 * columns, 1.7 * len(grid)), squeeze=False)
+    for line, cells in zip(axes, grid):
+        for ax in line[len(cells):]:
+            ax.axis("off")
+        for ax, (image, colour, text) in zip(line, cells):
+            if image is not None:
+                ax.imshow(image)
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
