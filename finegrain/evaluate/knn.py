@@ -206,7 +206,7 @@ def search(
 
 def prepare_queries(queries: np.ndarray, dim: int, metric: str = "cosine") -> np.ndarray:
     """`prepare_embeddings` for a query set (one row allowed) that must match the gallery's width."""
-    q = prepare_embeddings(queries, metric, min_rows=1, what="queries")
+    q = prepare_embeddings(queries, metric, min_rows=0, what="queries")
     if q.shape[1] != dim:
         raise UserError(f"queries have {q.shape[1]} dimensions but the gallery has {dim}: embed both with one model")
     return q

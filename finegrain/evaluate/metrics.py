@@ -309,10 +309,12 @@ def retrieval_search(
     chunk_size: int | None = None,
     use_gpu: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
+    queries: np.ndarray | None = None,
 ) -> KnnResult:
     """Validate, then search exactly as deep as the metrics need (`search_depth`).
 
     Only queries that can score (labelled, with another item of their class) are searched.
+    `queries`: other vectors to search with, one per gallery row (re-ranked ones), default the gallery's.
     """
     n = np.asarray(embeddings).shape[0] if np.ndim(embeddings) == 2 else None
     labels = _check_labels(labels, n)
@@ -320,7 +322,7 @@ def retrieval_search(
     per_item, _ = _class_counts(labels)
     query_ids = np.flatnonzero((labels != DISTRACTOR) & (per_item > 1))
     return search(embeddings, depth, metric=metric, query_ids=query_ids, chunk_size=chunk_size, use_gpu=use_gpu,
-                  progress=progress)
+                  progress=progress, queries=None if queries is None else np.asarray(queries)[query_ids])
 
 
 def evaluate_retrieval(
