@@ -34,9 +34,9 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so that each group module stays importable on its own (and cheap: none imports TF).
-    from finegrain.cli import data, evaluate, index, models, predict, recipes, robustness, train
+    from finegrain.cli import data, distill, evaluate, index, models, predict, recipes, robustness, train
 
-    for group in (data, models, recipes, train, evaluate, predict, index, robustness):
+    for group in (data, models, recipes, train, distill, evaluate, predict, index, robustness):
         group.register(app)
 
 

@@ -8,6 +8,8 @@ Label smoothing belongs in the loss (finegrain.train.losses), not here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 
@@ -52,11 +54,15 @@ def train_batches(
     mixup_alpha: float = 0.2,
     seed: int = 0,
     epoch: int = 0,
+    example_targets: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.data.Dataset:
     """One epoch of (float32 [B, s, s, 3] on 0..255, float32 [B, num_classes] soft labels), drop_remainder.
 
     mixup_type 1 draws 2B images and mixes them pairwise into B; 2 mixes each batch with a shuffled
     copy of itself; lambda ~ Beta(mixup_alpha, mixup_alpha) per output example.
+    `example_targets(positions [b], labels [b]) -> [b, K]`: extra soft targets per example (a teacher's
+    distribution), looked up by the example's position in the split and appended to its labels
+    before mixup, so they are mixed with the same weights: the targets are then [B, num_classes + K].
     """
     _check(split, image_size, preprocessing, batch_size)
     if autoaugment is not None and autoaugment not in POLICIES:
@@ -77,26 +83,38 @@ def train_batches(
     # (a random op costs ~25 us in a tf.data map; per example that added up to ~0.3 ms).
     seed_table = tf.random.stateless_uniform([split.num_examples, 2, 2], example_base, minval=None, maxval=None, dtype=tf.int64)
 
-    def example(encoded: tf.Tensor, label: tf.Tensor, seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def example(encoded: tf.Tensor, label: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        *position, seeds = rest  # position: the example's index in the split, when targets are looked up
         image = train_image(encoded, seeds[0], image_size=image_size, preprocessing=preprocessing)
         if autoaugment:
             image = apply_autoaugment(image, autoaugment, seeds[1])
-        return image, tf.one_hot(label, num_classes, dtype=tf.float32)  # uint8 until batched: 4x less memory to copy
+        # uint8 until batched: 4x less memory to copy
+        return (image, tf.one_hot(label, num_classes, dtype=tf.float32), *((label, *position) if position else ()))
 
-    ds = tf.data.Dataset.zip(split.shuffled(shuffle_seed), tf.data.Dataset.from_tensor_slices(seed_table))
+    with_index = example_targets is not None
+    ds = tf.data.Dataset.zip(split.shuffled(shuffle_seed, with_index=with_index),
+                             tf.data.Dataset.from_tensor_slices(seed_table))
     ds = ds.map(lambda x, seeds: example(*x, seeds), num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)  # safety net: folder images were already checked up front
+
+    def batched(size: int) -> tf.data.Dataset:
+        """Batches of (uint8 images, soft labels), the extra targets appended (one lookup per batch)."""
+        batches = ds.batch(size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True)
+        if not with_index:
+            return batches
+        return batches.map(lambda x, y, label, position: (x, tf.concat([y, example_targets(position, label)], -1)),
+                           num_parallel_calls=AUTOTUNE, deterministic=True)
+
     if mixup_type == 1:
         # 2B images -> B: images 2j and 2j + 1 of the shuffled stream are mixed into output j. The
         # batch travels as uint8 (a quarter of the bytes of float) and one XLA pass reads both
         # halves and writes the float mixture.
         steps = steps_per_epoch(split.num_examples, batch_size, mixup_type)
         lams = tf.data.Dataset.from_tensor_slices(_beta([steps, batch_size], mixup_alpha, batch_base))
-        ds = ds.batch(group, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True)
-        ds = tf.data.Dataset.zip(ds, lams).map(lambda batch, lam: _mix_pairs(*batch, lam), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = tf.data.Dataset.zip(batched(group), lams).map(lambda batch, lam: _mix_pairs(*batch, lam), num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
-        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=True)
-        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = batched(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE,
+                                     deterministic=True)
     if mixup_type == 2:
         ds = ds.enumerate().map(
             lambda i, batch: mixup_within_batch(*batch, mixup_alpha, tf.random.experimental.stateless_fold_in(batch_base, i)),

@@ -153,6 +153,7 @@ def _tune(task: Task, run_dir: Path, work_dir: Path, strat: tf.distribute.Strate
     if train_split.num_classes < 2:
         raise UserError(f"{d.source} has {train_split.num_classes} class in split {d.train_split}: "
                         "a classifier needs at least 2")
+    task.prepare(train_split)  # distillation targets checked before the run directory is written
     steps = steps_per_epoch(recipe, train_split, strat.num_replicas_in_sync, reporter)
     card = task.card(train_split.class_names)
     if chief:

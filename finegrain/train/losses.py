@@ -59,6 +59,18 @@ def per_example_loss(logits: tf.Tensor, labels: tf.Tensor, *, loss: str = "softm
     return tf.nn.softmax_cross_entropy_with_logits(labels=smooth_labels(labels, label_smoothing), logits=logits)
 
 
+def distillation_loss(logits: tf.Tensor, teacher_probabilities: tf.Tensor, temperature: float) -> tf.Tensor:
+    """T^2 * CE(teacher distribution, softmax(logits / T)) per example [B], as the original (Hinton et al.).
+
+    `teacher_probabilities` are softmax(teacher logits / T), possibly mixed by mixup like the labels;
+    the T^2 keeps the gradient scale independent of T.
+    """
+    t = float(temperature)
+    logits = tf.cast(logits, tf.float32) / t
+    return t * t * tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(teacher_probabilities, tf.float32),
+                                                           logits=logits)
+
+
 def decayed_variables(model: keras.Model) -> list:
     """Trainable variables that get weight decay: all but BatchNorm's gamma/beta.
 

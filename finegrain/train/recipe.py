@@ -91,6 +91,9 @@ class TrainConfig:
     dropblock_keep_prob_start: float = _doc(0.9, "DropBlock keep probability at the first step")
     dropblock_keep_prob_end: float = _doc(0.7, "DropBlock keep probability at the last step (linear decay)")
     seed: int = _doc(0, "seed for initialisation, data order and augmentation")
+    kd_targets: str | None = _doc(None, "knowledge distillation: a directory from `finegrain distill-targets` "
+                                        "computed on this recipe's training split (null = no distillation)")
+    kd_temperature: float = _doc(1.0, "distillation temperature T: loss += T^2 * CE(teacher / T, student / T)")
 
 
 @dataclass
@@ -230,6 +233,7 @@ def _check_consistency(r: Recipe) -> None:
                                      ("train.warmup_epochs", r.train.warmup_epochs, 0.0, True),
                                      ("train.weight_decay", r.train.weight_decay, 0.0, True),
                                      ("train.loss_margin", r.train.loss_margin, 0.0, True),
+                                     ("train.kd_temperature", r.train.kd_temperature, 0.0, False),
                                      ("train.seed", r.train.seed, 0, True)):
         if value < low or (value == low and not low_ok):
             raise UserError(f"recipe key '{key}' must be {'at least' if low_ok else 'greater than'} {low}, got {value}")
