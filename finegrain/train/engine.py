@@ -32,7 +32,7 @@ from finegrain.train.checkpoints import CheckpointStore
 from finegrain.train.export import export_saved_model
 from finegrain.train.loop import EpochTotals, TrainLoop
 from finegrain.train.progress import Reporter
-from finegrain.train.recipe import PRECISIONS, Recipe
+from finegrain.train.recipe import PRECISIONS, SCRATCH, Recipe, pretraining_recipe
 from finegrain.train.schedules import bn_momentum_for, learning_rate
 from finegrain.train.step import make_train_step
 from finegrain.train.strategy import is_chief, is_mirrored, is_multiworker, make_strategy
@@ -125,6 +125,15 @@ def steps_per_epoch(recipe: Recipe, split: Split, replicas: int, reporter: Repor
     return min(t.steps_per_epoch or available, available)
 
 
+def _pretraining_hint(arch: str) -> str:
+    """Where pretrained weights of `arch` come from when none were released (the retrieval backbone)."""
+    recipe = pretraining_recipe(arch)
+    if model_entry(arch).has_official_weights or recipe is None:
+        return ""
+    return (f"; no weights of {arch} were released: pretrain it with `finegrain tune --recipe {recipe}` "
+            f"and set model.init to that run directory")
+
+
 def _model_and_optimizer(task: Task, card: ModelCard, steps: int, resume: bool,
                          reporter: Reporter) -> tuple[keras.Model, keras.optimizers.Optimizer]:
     recipe = task.recipe
@@ -133,7 +142,10 @@ def _model_and_optimizer(task: Task, card: ModelCard, steps: int, resume: bool,
     if init == "official":
         init = f"official:{m.arch}"
     if init is None and not resume:
-        reporter.message(f"warning: model.init is not set: training {m.arch} from scratch (no pretrained weights)")
+        reporter.message(f"warning: model.init is not set: training {m.arch} from scratch (no pretrained weights)"
+                         + _pretraining_hint(m.arch))
+    if init == SCRATCH:
+        init = None
     model, fresh = build_model(card, init, dropblock=m.dropblock, bn_momentum=bn_momentum_for(steps, t.bn_momentum))
     if fresh and init is not None:
         reporter.message(f"model.init {init}: {len(fresh)} head weight(s) of another shape start fresh")

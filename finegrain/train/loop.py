@@ -64,6 +64,12 @@ def write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
     writer.flush()
 
 
+def evaluates_after(epochs_done: int, epochs: int, every: int, every_epoch_from: float) -> bool:
+    """Whether to evaluate after `epochs_done` epochs: every `every` epochs, after each epoch past
+    int(epochs * every_epoch_from) (the original's ratio_fine_eval), and after the last."""
+    return epochs_done % every == 0 or epochs_done > int(epochs * every_epoch_from) or epochs_done == epochs
+
+
 @dataclass
 class TrainLoop:
     task: Task
@@ -148,7 +154,8 @@ class TrainLoop:
         if keep is not None:
             metrics["dropblock_keep_prob"] = keep
         metric = None
-        if (epoch + 1) % self.task.recipe.eval.every_epochs == 0 or epoch + 1 == self.epochs:
+        if evaluates_after(epoch + 1, self.epochs, self.task.recipe.eval.every_epochs,
+                           self.task.recipe.eval.every_epoch_from):
             results = self.evaluate()
             metrics.update({f"eval_{k}": v for k, v in results.items()})
             metric = results[self.task.best_metric]

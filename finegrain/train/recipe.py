@@ -49,7 +49,8 @@ class ModelConfig:
     arch: str = _doc("assemble_resnet50", "a model name from `finegrain models`")
     init: str | None = _doc(
         None,
-        "null = from scratch (warns); official = the released ImageNet weights of model.arch under "
+        "null = from scratch (warns); scratch = from scratch on purpose (pretraining); "
+        "official = the released ImageNet weights of model.arch under "
         f"$FINEGRAIN_WEIGHTS_DIR; or any model reference: {REFERENCE_HELP}",
     )
     pooling: str = _choice("avg", "avg", "gem", doc="global pooling before the embedding")
@@ -99,6 +100,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every_epochs: int = _doc(1, "evaluate every N epochs (and after the last)")
+    every_epoch_from: float = _doc(1.0, "from this fraction of the epochs on, evaluate after every epoch "
+                                        "(0.9: the last 10 %; 1.0: only every_epochs)")
     keep_best: int = _doc(3, "number of best checkpoints kept (by top-1, or Recall@1 for retrieval)")
     recall_ks: list[int] | None = _doc(None, "null = the data set's customary K list")
 
@@ -237,6 +240,8 @@ def _check_consistency(r: Recipe) -> None:
                                      ("train.seed", r.train.seed, 0, True)):
         if value < low or (value == low and not low_ok):
             raise UserError(f"recipe key '{key}' must be {'at least' if low_ok else 'greater than'} {low}, got {value}")
+    if not 0.0 <= r.eval.every_epoch_from <= 1.0:
+        raise UserError(f"recipe key 'eval.every_epoch_from' must be in [0, 1], got {r.eval.every_epoch_from}")
     if not 0.0 <= r.train.momentum < 1.0:
         raise UserError(f"recipe key 'train.momentum' must be in [0, 1), got {r.train.momentum}")
     if r.train.steps_per_epoch is not None and r.train.steps_per_epoch < 1:
@@ -271,6 +276,16 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Files and overrides
+
+
+#: `model.init: scratch`: from scratch on purpose (ImageNet pretraining), without the warning of null.
+SCRATCH = "scratch"
+
+
+def pretraining_recipe(arch: str) -> str | None:
+    """The shipped recipe that pretrains `arch` on ImageNet (`imagenet_<arch>`), if there is one."""
+    name = f"imagenet_{arch}"
+    return name if name in list_recipes() else None
 
 
 def list_recipes() -> dict[str, str]:
