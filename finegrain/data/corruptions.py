@@ -5,9 +5,11 @@ loaded as a private copy whose `np.random` is a per-thread `RandomState`: every 
 hash of (image bytes, corruption, severity), so a result depends on nothing else, and parallel
 tf.data calls cannot disturb each other's random draws (nor NumPy's global generator).
 
-Four are finegrain's own, each for a stated reason:
+Five are finegrain's own, each for a stated reason:
 - `glass_blur`: tfds' pixel-by-pixel Python loop takes about a second per 224 px image; the vectorised
   version here gives the same bytes from the same random draws (tests/data/test_corruptions.py).
+- `zoom_blur`: tfds' 11-16 scipy zooms per image hold the GIL and made it the slowest corruption by
+  far; the same linear interpolation as two-tap gathers is 10x faster, bytes equal up to float rounding.
 - `motion_blur`, `snow`: tfds calls an ImageMagick binary and assumes 224 x 224; ImageMagick's
   motion-blur kernel (one-sided Gaussian along a line) is applied here with OpenCV, at any size.
 - `frost`: tfds assumes 224 x 224 and files it downloaded itself; here the frost pictures come from a
@@ -138,6 +140,43 @@ def _glass_blur(x: np.ndarray, severity: int, rs: np.random.RandomState) -> np.n
     return _tfds().around_and_astype(np.clip(blurred, 0, 1) * 255)
 
 
+def _zoom_taps(length: int, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, weight of high) per output sample of tfds' clipped_zoom along one axis of `length`.
+
+    clipped_zoom takes the central ceil(length / factor) samples, resizes them with scipy's order-1
+    zoom (output round(crop * factor) samples, sample k at input position k (crop - 1) / (out - 1)),
+    and keeps the central `length` of those: each output is a two-tap linear interpolation.
+    """
+    crop = int(np.ceil(length / float(factor)))
+    top = (length - crop) // 2
+    out = int(round(crop * factor))
+    trim = (out - length) // 2
+    position = np.arange(trim, trim + length) * ((crop - 1) / (out - 1)) if out > 1 else np.zeros(length)
+    low = np.minimum(np.floor(position).astype(int), crop - 1)
+    weight = (position - low).astype(np.float32)
+    return top + low, top + np.minimum(low + 1, crop - 1), weight
+
+
+def _zoom_blur(x: np.ndarray, severity: int, rs: np.random.RandomState) -> np.ndarray:
+    """tfds' zoom_blur with each zoom done as two-tap gathers instead of scipy.ndimage.zoom (which
+    holds the GIL and is 10x slower): the same interpolation, the same bytes up to float rounding."""
+    factors = [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
+               np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)][severity - 1]
+    image = (np.asarray(x) / 255.0).astype(np.float32)
+    height, width = image.shape[:2]
+    out = np.zeros_like(image)
+    for factor in factors:
+        low, high, weight = _zoom_taps(height, factor)
+        rows = image[low]
+        rows += (image[high] - rows) * weight[:, None, None]
+        low, high, weight = _zoom_taps(width, factor)
+        zoomed = np.take(rows, low, axis=1)
+        zoomed += (np.take(rows, high, axis=1) - zoomed) * weight[None, :, None]
+        out += zoomed
+    blurred = (image + out) / (len(factors) + 1)
+    return _tfds().around_and_astype(np.clip(blurred, 0, 1) * 255)
+
+
 def motion_kernel(radius: float, sigma: float, angle: float) -> np.ndarray:
     """ImageMagick's `-motion-blur RADIUSxSIGMA+ANGLE` as a 2-D correlation kernel (anchor at the centre).
 
@@ -229,6 +268,7 @@ def _impulse_noise(x: np.ndarray, severity: int, rs: np.random.RandomState) -> n
 
 _OWN: dict[str, Callable[..., np.ndarray]] = {
     "glass_blur": _glass_blur, "motion_blur": _motion_blur, "snow": _snow, "impulse_noise": _impulse_noise,
+    "zoom_blur": _zoom_blur,
 }
 
 

@@ -75,6 +75,16 @@ def test_vectorised_glass_blur_gives_tfds_bytes(photo, severity):
     assert np.array_equal(C._glass_blur(small.copy(), severity, np.random.RandomState(7)), expected)
 
 
+@pytest.mark.parametrize("severity", C.SEVERITIES)
+def test_gathered_zoom_blur_gives_tfds_bytes_up_to_float_rounding(photo, severity):
+    from tensorflow_datasets.image_classification import corruptions as tfds_corruptions
+
+    odd = np.ascontiguousarray(photo[:45, :61])
+    expected = tfds_corruptions.zoom_blur(odd.copy(), severity).astype(int)
+    difference = np.abs(C.corrupt(odd, "zoom_blur", severity).astype(int) - expected)
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3
+
+
 def test_frost_gives_tfds_bytes_at_224(frost_dir, monkeypatch):
     from tensorflow_datasets.image_classification import corruptions as tfds_corruptions
 
