@@ -62,8 +62,13 @@ def robustness(
         raise UserError("give one source: --dataset, --data, --imagenet-c or --tfds-corrupted")
     if plot is not None and plot.suffix.lower() != ".png":
         raise UserError(f"--plot {plot}: give a .png file name")
-    if plot is not None and plot.is_dir():
-        raise UserError(f"--plot {plot} is a directory: give a file name")
+    if plot is not None:  # fail before the long run, not after it
+        if plot.is_dir():
+            raise UserError(f"--plot {plot} is a directory: give a file name")
+        try:
+            plot.expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--plot {plot}: cannot create its folder ({e.strerror or e})") from None
     start_tensorflow()
     from finegrain.data.corruptions import check_available, parse_corruptions, parse_severities
 
@@ -86,8 +91,7 @@ def robustness(
     if plot is not None:
         from finegrain.evaluate.robustness import plot_robustness
 
-        plot.expanduser().parent.mkdir(parents=True, exist_ok=True)
-        plot_robustness(plot, results, title=f"top-1 error on {source.description} (dotted: clean)")
+        plot_robustness(plot.expanduser(), results, title=f"top-1 error on {source.description} (dotted: clean)")
         err.print(f"wrote {plot}", highlight=False, soft_wrap=True)
     if as_json:
         print_json({"source": source.description, "normalized": source.imagenet, "limit": limit,

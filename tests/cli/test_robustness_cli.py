@@ -75,3 +75,37 @@ def test_bad_input_is_one_line_before_any_work(tiny_run, capsys, args, message):
     code, out, err = run(capsys, "robustness", "--model", str(tiny_run), *args)
     assert code == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_imagenet_c_folder_with_a_1001_way_model_gives_alexnet_normalised_figures(tmp_path, capsys):
+    """A model with a background logit (label offset 1) on an ImageNet-C folder: CE and mCE are given;
+    without a prepared ImageNet there is no clean error, so no relative mCE."""
+    import numpy as np
+    from PIL import Image
+
+    from finegrain.models import ModelCard, create_model
+
+    model = create_model("tiny_test_net", num_classes=1001)
+    model.save_weights(tmp_path / "tiny.weights.h5")
+    card = ModelCard(arch="tiny_test_net", num_classes=1001, label_offset=1, image_size=16, preprocessing="imagenet")
+    (tmp_path / "tiny.json").write_text(json.dumps(card.to_dict()))
+    for corruption in ("fog", "saturate"):
+        for severity in (2, 5):
+            for synset in ("n01440764", "n15075141"):
+                folder = tmp_path / "imagenet-c" / corruption / str(severity) / synset
+                folder.mkdir(parents=True)
+                Image.fromarray(np.full((16, 16, 3), 40 * severity, np.uint8)).save(folder / "a.JPEG")
+    code, out, err = run(capsys, "robustness", "--model", str(tmp_path / "tiny.weights.h5"), "--imagenet-c",
+                         str(tmp_path / "imagenet-c"), "--corruptions", "fog,saturate", "--severities", "2,5",
+                         "--data-dir", str(tmp_path / "data"), "--json")
+    assert code == 0, err
+    [result] = json.loads(out)["models"]
+    assert result["normalized"] is True and result["clean_error"] is None
+    fog = result["corruptions"]["fog"]
+    assert fog["ce"] == pytest.approx(fog["mean_error"] / 0.8193) and fog["relative_ce"] is None
+    assert result["mce"]["standard"] == pytest.approx(fog["ce"])  # saturate is an extra corruption
+    assert result["mce"]["extra"] == pytest.approx(result["corruptions"]["saturate"]["mean_error"] / 0.6583)
+    assert result["relative_mce"]["standard"] is None
+    code, out, err = run(capsys, "robustness", "--model", str(tmp_path / "tiny.weights.h5"), "--imagenet-c",
+                         str(tmp_path / "imagenet-c"), "--corruptions", "fog", "--severities", "3")
+    assert code == 2 and "lacks fog 3 (it has: fog 2,5; saturate 2,5)" in err
