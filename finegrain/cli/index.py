@@ -104,13 +104,13 @@ def build(
 
     for value, option in ((batch_size, "--batch-size"), (chunk_size, "--chunk-size"), (image_size, "--image-size")):
         positive(value, option)
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to replace it")
     start_tensorflow()
     from finegrain.evaluate.index import build_index, settings_for
     from finegrain.evaluate.index_faiss import check_type
 
     check_type(index_type)
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; pass --force to replace it")
     loaded = load_reference(model, arch, num_classes)
     split, source = load_source(data, data_dir)
     settings = settings_for(loaded, split, image_size, preprocessing, tta)
@@ -158,7 +158,7 @@ def add(
         card, added, skipped = add_to_index(directory, loaded, split, source, batch_size=batch_size,
                                             chunk_size=chunk_size, progress=update)
     if as_json:
-        print_json({"added": added, "skipped_already_indexed": skipped, **card})
+        print_json({"images_added": added, "images_skipped": skipped, **card})
         return
     err.print(f"added {added:,} image(s) to {directory}" + (f"; {skipped:,} already indexed, skipped" if skipped else ""),
               highlight=False, soft_wrap=True)

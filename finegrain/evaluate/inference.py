@@ -105,22 +105,26 @@ def embed_files(forward: Forward, paths: Sequence[str | os.PathLike], *, image_s
     Returns (embeddings [n_ok, D], positions of the embedded files in `paths`, [(position, reason)] of
     files that could not be read or decoded): one bad file does not stop the others.
     """
-    images, kept, failed = [], [], []
+    readable, encoded, failed = [], [], []
     for position, path in enumerate(paths):
         try:
-            encoded = tf.constant(Path(path).read_bytes())
-            images.append(eval_image(encoded, image_size=image_size, preprocessing=preprocessing))
-            kept.append(position)
+            encoded.append(Path(path).read_bytes())
+            readable.append(position)
         except OSError as e:
             failed.append((position, f"cannot read ({e.strerror or e})"))
-        except (tf.errors.InvalidArgumentError, ValueError):
-            failed.append((position, "not a decodable image (JPEG, PNG, BMP or GIF)"))
-    if not images:
+    vectors, kept = [], []
+    if readable:
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(readable, tf.int64), tf.constant(encoded, tf.string)))
+        ds = ds.map(lambda i, data: (eval_image(data, image_size=image_size, preprocessing=preprocessing), i),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        batches = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)  # undecodable files drop out
+        for out, positions in iter_outputs(forward, batches, keys=("embedding",), tta=tta):
+            vectors.append(out["embedding"])
+            kept += positions.tolist()
+    failed = sorted(failed + [(p, "not a decodable image (JPEG, PNG, BMP or GIF)") for p in set(readable) - set(kept)])
+    if not kept:
         return np.zeros((0, 0), np.float32), kept, failed
-    batches = ((tf.stack(images[s : s + batch_size]), np.zeros(len(images[s : s + batch_size]), np.int64))
-               for s in range(0, len(images), batch_size))
-    outputs, _ = predict_batches(forward, batches, keys=("embedding",), tta=tta)
-    return l2_normalize(outputs["embedding"]), kept, failed
+    return l2_normalize(np.concatenate(vectors)), kept, failed
 
 
 def split_outputs(forward: Forward, card: ModelCard, split: Split, *, keys: Sequence[str] | None = None,

@@ -75,3 +75,41 @@ def test_eval_settings_come_from_the_card_then_the_data_set(colour_folder):
     assert eval_settings(trained, split, "embedding", 64, "imagenet") == (64, "imagenet")
     retrieval = ModelCard("resnet50", image_size=96, preprocessing="imagenet", output="embedding")
     assert eval_settings(retrieval, split, "embedding") == (96, "imagenet")
+
+
+def test_tta_flip_is_the_mean_of_the_image_and_its_mirror():
+    import tensorflow as tf
+
+    from finegrain.evaluate.inference import predict_batches
+
+    model = mirror_sensitive_model()
+    forward = keras_forward(model)
+    images = tf.random.stateless_uniform([3, 8, 10, 3], [1, 2], maxval=255.0)
+    labels = np.arange(3)
+    plain, _ = predict_batches(forward, [(images, labels)], keys=("embedding", "logits"))
+    mirror, _ = predict_batches(forward, [(tf.reverse(images, [2]), labels)], keys=("embedding", "logits"))
+    flip, _ = predict_batches(forward, [(images, labels)], keys=("embedding", "logits"), tta="flip")
+    for key in ("embedding", "logits"):
+        assert not np.allclose(plain[key], mirror[key])  # the model does see the mirror
+        np.testing.assert_allclose(flip[key], (plain[key] + mirror[key]) / 2, rtol=1e-5, atol=1e-5)
+
+
+def mirror_sensitive_model():
+    """Embedding = the left half's mean colour minus the right half's: a mirror flips its sign."""
+    import keras
+
+    images = keras.Input((None, None, 3))
+    left = keras.layers.Lambda(lambda x: x[:, :, : keras.ops.shape(x)[2] // 2])(images)
+    right = keras.layers.Lambda(lambda x: x[:, :, keras.ops.shape(x)[2] // 2 :])(images)
+    embedding = keras.layers.Subtract()([keras.layers.GlobalAveragePooling2D()(left),
+                                         keras.layers.GlobalAveragePooling2D()(right)])
+    logits = keras.layers.Dense(4, use_bias=False, kernel_initializer="ones")(embedding)
+    return keras.Model(images, {"features": images, "embedding": embedding, "logits": logits})
+
+
+def test_unknown_tta_is_a_user_error():
+    from finegrain.errors import UserError
+    from finegrain.evaluate.inference import check_tta
+
+    with pytest.raises(UserError, match="test-time augmentation"):
+        check_tta("five-crop")
