@@ -25,12 +25,12 @@ usage:
         --precisions float32 --steps 1 --rounds 1
 
 On a GPU machine that has PyTorch, timm and JAX but neither TensorFlow nor Keras (no network there),
-carry the keras wheel and the pure-Python packages it needs that the machine lacks. Here, from the
+carry the keras wheel and the two packages it needs that the machine lacks (namex; optree, a binary wheel). Here, from the
 repository root (once):
 
     echo /.whl/ >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+        --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
         keras==3.15.1 namex==0.1.0 optree==0.20.0
 
 (keras needs absl-py, numpy, rich, namex, h5py, optree, ml-dtypes, packaging; check with
