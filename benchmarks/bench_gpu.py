@@ -25,8 +25,8 @@ usage:
         --precisions float32 --steps 1 --rounds 1
 
 On a GPU machine that has PyTorch, timm and JAX but neither TensorFlow nor Keras (no network there),
-carry the keras wheel and the two packages it needs that the machine lacks (namex; optree, a binary wheel). Here, from the
-repository root (once):
+carry the keras wheel and the two packages it needs that the machine lacks (namex; optree, a binary
+wheel). Here, from the repository root (once):
 
     echo /.whl/ >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
