@@ -16,6 +16,18 @@ PAPER_FIGURE = re.compile(r"\s*\(paper (top-1|Recall@1) (\d+(?:\.\d+)?)\)")
 DESCRIPTION_WIDTH = 24
 
 
+def starting_weights(name: str) -> str:
+    """What a shipped recipe starts from: "official", "needs pretrained weights" (model.init unset and
+    no weights released for its architecture), or "scratch" / "random" (meant so, or from a run)."""
+    from finegrain.models.architectures import model_entry
+    from finegrain.train.recipe import load_recipe
+
+    model = load_recipe(name, []).model
+    if model.init is None:
+        return "random" if model_entry(model.arch).has_official_weights else "needs pretrained weights"
+    return "official" if str(model.init).startswith("official") else str(model.init)
+
+
 def paper_figure(description: str) -> tuple[str, str]:
     """("top-1 92.5", the description without "(paper top-1 92.5)"), or ("", description) when it states none."""
     found = PAPER_FIGURE.search(description)
@@ -34,18 +46,24 @@ def recipes(ctx: typer.Context) -> None:
     from finegrain.train.recipe import list_recipes
 
     rows = [(name, *paper_figure(description)) for name, description in list_recipes().items()]
+    starts = {name: starting_weights(name) for name, _, _ in rows}
     # Names and figures are never cut or broken: their columns are as wide as their longest entry, and the
     # descriptions (which wrap) get at least DESCRIPTION_WIDTH; below that width the table runs past the
     # console's edge (the terminal wraps its lines) rather than losing text.
     widths = [max(len(name) for name, _, _ in rows), max(len("paper"), *(len(f) for _, f, _ in rows)), DESCRIPTION_WIDTH]
-    least = sum(widths) + 3 * len(widths) + 1  # with the borders and padding
+    least = sum(widths) + len("starts from") + 3 * (len(widths) + 1) + 1  # with the borders and padding
     table = Table(title="recipes (finegrain tune --recipe NAME)", width=least if out.width < least else None)
     table.add_column("name", style="bold", no_wrap=True, min_width=widths[0])
     table.add_column("paper", no_wrap=True, min_width=widths[1])
+    table.add_column("starts from", min_width=len("starts from"))
     table.add_column("description", min_width=widths[2])
     for name, figure, description in rows:
-        table.add_row(name, figure or "-", description)
+        table.add_row(name, figure or "-", starts[name], description)
     out.print(table, crop=False)
+    missing = [name for name, start in starts.items() if start == "needs pretrained weights"]
+    if missing:
+        out.print(f"{', '.join(missing)}: no weights of their backbone were released; pretrain it first, then "
+                  "--set model.init=THAT_RUN (see `finegrain recipes show NAME`).", highlight=False, soft_wrap=True)
 
 
 @recipes_app.command("show")

@@ -39,7 +39,7 @@ PAPER = {
     "pets_assemble": "top-1 94.3", "pets_vanilla": "top-1 92.5",
     "sop_ir": "Recall@1 85.9", "cub200_ir": "Recall@1 80.3", "cars196_ir": "Recall@1 96.1",
 }
-NOT_IN_THE_PAPER = {"cub200_assemble", "cub200_vanilla"}
+NOT_IN_THE_PAPER = {"cub200_assemble", "cub200_vanilla", "sop_assemble", "cub200_assemble_ret", "cars196_assemble_ret"}
 
 
 def test_every_recipe_states_the_paper_figure_it_targets():
@@ -66,8 +66,25 @@ def test_recipes_table_shows_the_figure_in_its_own_column_and_never_cuts_a_name(
     code, out, _ = run(capsys, "recipes")
     assert code == 0
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
-    firsts = {name: figure for name, figure, _ in rows if name}
+    firsts = {name: figure for name, figure, _, _ in rows if name}
     assert list(firsts) == list(list_recipes())  # every name whole, on its own line, in order
     assert firsts == {name: PAPER.get(name, "-") for name in firsts}
     assert "(paper" not in out
     assert "Assemble-ResNet-FGVC-50:" in out  # descriptions wrap at their column's least width, whole words
+
+
+def test_recipes_say_which_need_weights_that_were_never_released(capsys, monkeypatch):
+    from finegrain.cli.recipes import starting_weights
+    from finegrain.train.recipe import load_recipe
+
+    for name in ("sop_ir", "cub200_ir", "cars196_ir"):
+        assert starting_weights(name) == "needs pretrained weights"
+    for name in ("sop_assemble", "cub200_assemble_ret", "cars196_assemble_ret"):
+        assert starting_weights(name) == "official"
+        recipe = load_recipe(name, [])
+        assert (recipe.model.arch, recipe.model.pooling, recipe.model.embedding_size) == ("assemble_resnet50", "gem", 1536)
+        assert recipe.task == "retrieval" and recipe.train.loss == ("arcface" if name == "sop_assemble" else "cosine_softmax")
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(capsys, "recipes")
+    assert code == 0, err
+    assert "cars196_ir, cub200_ir, sop_ir: no weights of their backbone were released" in " ".join(out.split())
