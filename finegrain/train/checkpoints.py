@@ -26,8 +26,11 @@ from finegrain.utils.io import atomic_dir, atomic_write_json
 
 
 class CheckpointStore:
-    """Non-chief workers of a multi-worker run must take part in saving (tf.distribute may need every
-    worker), but their copy is written to a scratch directory and thrown away."""
+    """The last and best-k checkpoints of a run, named by `state.json`.
+
+    Non-chief workers of a multi-worker run must take part in saving (tf.distribute may need every
+    worker), but their copy is written to a scratch directory and thrown away; they read the chief's
+    checkpoints (the run directory is on storage every worker sees) to resume from the same step."""
 
     def __init__(self, directory: Path, checkpoint: tf.train.Checkpoint, *, keep_best: int = 3,
                  is_chief: bool = True) -> None:
@@ -38,8 +41,8 @@ class CheckpointStore:
         self.state: dict[str, Any] = {"last": None, "best": [], "history": []}
         if is_chief:
             self.directory.mkdir(parents=True, exist_ok=True)
-            if (self.directory / CHECKPOINT_STATE).is_file():
-                self.state = read_state(self.directory)
+        if (self.directory / CHECKPOINT_STATE).is_file():
+            self.state = read_state(self.directory)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -78,7 +81,9 @@ class CheckpointStore:
         self.remove_stale()
 
     def remove_stale(self) -> None:
-        """Remove checkpoints no longer named, and temporary directories a kill left behind."""
+        """Remove checkpoints no longer named, and temporary directories a kill left behind (chief only)."""
+        if not self.is_chief:
+            return
         keep = {b["name"] for b in self.state["best"]} | ({self.state["last"]["name"]} if self.state["last"] else set())
         for path in self.directory.iterdir():
             if path.is_dir() and path.name not in keep:

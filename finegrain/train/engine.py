@@ -182,7 +182,9 @@ def _tune(task: Task, run_dir: Path, work_dir: Path, strat: tf.distribute.Strate
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
     rng = {str(i): v for i, v in enumerate(v for v in model.non_trainable_variables if "seed_generator" in v.path)}
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, rng=rng, global_step=global_step)
-    store = CheckpointStore(work_dir / rundir.CHECKPOINTS, checkpoint, keep_best=recipe.eval.keep_best,
+    # Every worker reads the chief's checkpoints (a resumed worker starts where the chief does); only
+    # the chief writes there.
+    store = CheckpointStore(run_dir / rundir.CHECKPOINTS, checkpoint, keep_best=recipe.eval.keep_best,
                             is_chief=chief)
     totals = EpochTotals()
     if resume and store.last is not None:

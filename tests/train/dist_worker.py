@@ -1,6 +1,7 @@
 """Run `engine.tune` in a fresh process under a tf.distribute strategy (used by test_distributed.py).
 
-usage: python dist_worker.py STRATEGY RUN_DIR OUT_JSON [--logical-cpus N]
+usage: python dist_worker.py STRATEGY RUN_DIR OUT_JSON [--logical-cpus N] [--deterministic] [--resume]
+                             [--kill-at-step N]   (SIGKILL this process at step N, after the step-2 checkpoint)
 
 The strategy needs a fresh process: logical CPU devices (MirroredStrategy on a CPU-only machine)
 and MultiWorkerMirroredStrategy must be configured before TensorFlow runs any op. The model is the
@@ -36,9 +37,19 @@ def main() -> None:
 
     from finegrain.train import engine
 
+    import signal
+
+    from finegrain.train.progress import Reporter
+
+    class KillAt(Reporter):
+        def on_step(self, epoch: int, step: int, logs: dict) -> None:
+            if "--kill-at-step" in sys.argv and epoch * 3 + step == int(sys.argv[sys.argv.index("--kill-at-step") + 1]):
+                os.kill(os.getpid(), signal.SIGKILL)
+
     recipe = tiny_recipe(train={"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "base_lr": 0.05},
-                          runtime={"deterministic": False})
-    result = engine.tune(recipe, run_dir, strategy=strategy)
+                          runtime={"deterministic": "--deterministic" in sys.argv})
+    result = engine.tune(recipe, run_dir, strategy=strategy, resume="--resume" in sys.argv, reporter=KillAt(),
+                         checkpoint_every_steps=2)
     equal, replicas = True, 1
     for v in result.model.weights:
         inner = getattr(v, "_value", v)  # the tf.distribute variable behind the Keras variable

@@ -1,0 +1,68 @@
+"""Preemption of a multi-worker run: one worker SIGKILLed mid-epoch, both restarted with resume, and the
+final weights equal those of an uninterrupted run (deterministic mode; 2 worker processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.train.test_distributed import TIMEOUT_S, WORKER, _env, _free_ports, _load
+
+
+def _launch(run_dir, outs, *, resume: bool = False, kill_worker_1_at: int | None = None) -> list[subprocess.Popen]:
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index, out in enumerate(outs):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        flags = ["--deterministic", *(["--resume"] if resume else []),
+                 *(["--kill-at-step", str(kill_worker_1_at)] if kill_worker_1_at and index == 1 else [])]
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), "multiworker", str(run_dir), str(out), *flags],
+                                      env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    return procs
+
+
+def _finish(procs: list[subprocess.Popen]) -> None:
+    try:
+        logs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, logs):
+        assert p.returncode == 0, err[-3000:]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_with_every_worker_from_the_last_checkpoint(tmp_path):
+    reference = [tmp_path / f"ref{i}.json" for i in range(2)]
+    _finish(_launch(tmp_path / "ref", reference))
+
+    run, outs = tmp_path / "run", [tmp_path / f"w{i}.json" for i in range(2)]
+    procs = _launch(run, outs, kill_worker_1_at=4)  # step 4: after the end-of-epoch-1 checkpoint (step 3)
+    try:
+        assert procs[1].wait(timeout=TIMEOUT_S) == -signal.SIGKILL
+        time.sleep(2)  # the survivor now waits in a collective for its lost peer, as on a real cluster
+        procs[0].kill()  # the scheduler restarts the whole job
+        procs[0].wait(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["last"]["step"] == 3 and not outs[0].exists()
+
+    _finish(_launch(run, outs, resume=True))
+    (chief, chief_weights), (worker, worker_weights) = (_load(o) for o in outs)
+    _, reference_weights = _load(reference[0])
+    assert [h["epoch"] for h in chief["history"]] == [1, 2]
+    for a, b, c in zip(chief_weights, worker_weights, reference_weights):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
