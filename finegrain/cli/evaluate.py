@@ -382,6 +382,7 @@ def eval_classification(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Eval image size (default: the model's, else 224)."),
     preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="Eval preprocessing (default: the model's, else the data set's)."),
     confusions: int = typer.Option(10, "--confusions", help="How many most-confused class pairs to list."),
+    tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, or flip (mean of the image's and its mirror's logits)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON to stdout instead of tables."),
 ) -> None:
     """Classification evaluation: top-1/top-5 accuracy, ECE, per-class accuracy, confusions.
@@ -400,18 +401,23 @@ def eval_classification(
     positive(confusions, "--confusions", allow_zero=True)
     start_tensorflow()
     from finegrain.evaluate.classify import aligned_labels, classification_metrics, softmax
+    from finegrain.evaluate.inference import check_tta
+
+    check_tta(tta)
 
     loaded = load_reference(model, arch, num_classes)
     split_info = _load_split(loaded, dataset, data, split, data_dir, "test")
-    logits, y = _outputs(loaded, split_info, "logits", image_size, preprocessing, batch_size, not as_json)
+    logits, y = _outputs(loaded, split_info, "logits", image_size, preprocessing, batch_size, not as_json, tta)
     where = f"{split_info.info.name}/{split_info.name}"
     offset = loaded.card.label_offset
     y = aligned_labels(logits.shape[1], y, split_info.num_classes, offset, where)
     names = ["background"] * offset + list(split_info.class_names)  # in logit order
     report = classification_metrics(softmax(loaded.card.logit_scale * logits), y, num_confusions=confusions)
-    source_desc = f"{loaded.description} on {where}" + (f" (labels scored at logit index + {offset})" if offset else "")
+    source_desc = (f"{loaded.description} on {where}" + (f" (labels scored at logit index + {offset})" if offset else "")
+                   + (f", TTA {tta}" if tta != "none" else ""))
     if as_json:
-        print_json({"source": source_desc, "label_offset": offset, **report.to_dict(class_names=names)})
+        print_json({"source": source_desc, "label_offset": offset, "tta": tta,
+                    **report.to_dict(class_names=names)})
     else:
         _print_classification(report, names, source_desc)
 

@@ -121,3 +121,15 @@ def test_a_card_written_before_label_offsets_reads_a_1001_way_head_as_the_origin
     (tmp_path / "food.json").write_text(json.dumps({"arch": "assemble_resnet50", "num_classes": 101}))
     assert read_card(tmp_path / "old.json").label_offset == 1
     assert read_card(tmp_path / "food.json").label_offset == 0
+
+
+def test_eval_takes_test_time_flips(imagenet, tmp_path, capsys):
+    data_dir, labels = imagenet
+    weights = _always_predicting(tmp_path, 1001, labels[0] + 1)
+    args = ["eval", "--model", str(weights), "--arch", "tiny_test_net", "--num-classes", "1001", "--data-dir",
+            str(data_dir), "--json"]
+    code, out, err = run(capsys, *args, "--tta", "flip")
+    assert code == 0, err
+    assert json.loads(out)["tta"] == "flip" and json.loads(out)["top1"] == pytest.approx(1 / 3)
+    code, out, err = run(capsys, *args, "--tta", "rotate")
+    assert code == 2 and "unknown test-time augmentation 'rotate'" in err
