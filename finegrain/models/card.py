@@ -26,7 +26,8 @@ from finegrain.utils.io import atomic_write_json
 
 #: The same words for every command that takes a model reference (--model, model.init).
 REFERENCE_HELP = ("a run directory, a SavedModel export, a .weights.h5 file, an official TF1 checkpoint "
-                  "(directory or model.ckpt-N prefix), or official:ARCH")
+                  "(directory or model.ckpt-N prefix), official:ARCH, or keras:NAME (a keras.applications "
+                  "ImageNet classifier)")
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
 CHECKPOINTS_DIR = "checkpoints"

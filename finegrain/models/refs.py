@@ -6,7 +6,9 @@ A reference is one of
 - a Keras weights file `NAME.weights.h5` (its card `NAME.json` beside it, else `arch` must be given),
 - an official TF1 checkpoint: a directory with a `checkpoint` file or a `model.ckpt-N` prefix
   (the architecture is read off its variable names when `arch` is not given),
-- `official:ARCH` (or `official` with `arch`): the released ImageNet weights in the weights directory.
+- `official:ARCH` (or `official` with `arch`): the released ImageNet weights in the weights directory,
+- `keras:NAME` / `keras:NAME:WEIGHTS.h5`: a keras.applications ImageNet classifier (inference and
+  distillation teachers only: its variables are not finegrain's).
 
 `load_model` turns any of them into a `LoadedModel` (a forward function and the model card);
 `build_model` makes a model shaped by a card and initialises it from any of them (fine-tuning).
@@ -15,6 +17,7 @@ A reference is one of
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -241,12 +244,54 @@ def reference_kind(path: Path) -> str:
     raise UserError(f"{path} is {what} that holds no model: give {REFERENCE_HELP}")
 
 
+# ---------------------------------------------------------------------------------------------
+# keras.applications classifiers by name: teachers for distillation and reference points in `eval`.
+
+KERAS_PREFIX = "keras:"
+
+
+def _load_keras_application(ref: str) -> LoadedModel:
+    """`keras:NAME` (ImageNet weights, which Keras downloads once into ~/.keras) or `keras:NAME:WEIGHTS.h5`
+    (the same weights from a local file, for machines without internet): a 1000-way classifier."""
+    name, _, weights = ref[len(KERAS_PREFIX):].partition(":")
+    constructor = getattr(keras.applications, name, None)
+    if not name or not callable(constructor):
+        raise UserError(f"{ref}: keras.applications has no model {name!r} (e.g. keras:EfficientNetB7, keras:ResNet50)")
+    if weights and not Path(weights).expanduser().is_file():
+        raise UserError(f"{ref}: weights file {weights} does not exist")
+    try:
+        model = constructor(weights=str(Path(weights).expanduser()) if weights else "imagenet",
+                            classifier_activation=None)
+    except Exception as e:  # a failed download (offline) or a weights file of another model
+        raise UserError(f"cannot load {ref}: {first_line(e)}; on a machine without internet download the "
+                        f"weights elsewhere and give keras:{name}:WEIGHTS.h5") from None
+    # Each application has its own input scaling (caffe-style BGR means, [-1, 1], or none): its module says.
+    preprocess = importlib.import_module(constructor.__module__).preprocess_input
+    # The embedding: the last global pooling's output (every application pools before its classifier).
+    pooling = [layer for layer in model.layers if type(layer).__name__.startswith("Global")] or model.layers[-2:-1]
+    features = keras.Model(model.inputs, [pooling[-1].output, model.outputs[0]])
+    size = model.input_shape[1] or 224
+
+    @tf.function(reduce_retracing=True)
+    def forward(images: Any) -> dict[str, Any]:
+        pooled, logits = features(preprocess(tf.cast(images, tf.float32)), training=False)
+        return {"embedding": tf.cast(tf.reshape(pooled, [tf.shape(pooled)[0], -1]), tf.float32),
+                "logits": tf.cast(logits, tf.float32)}
+
+    card = ModelCard(arch=ref if not weights else f"{KERAS_PREFIX}{name}", num_classes=int(model.outputs[0].shape[-1]),
+                     image_size=int(size), preprocessing="imagenet", dataset="imagenet",
+                     source=f"keras.applications.{name}" + (f" ({weights})" if weights else " (ImageNet weights)"))
+    return LoadedModel(card, forward, {v.path: v for v in model.weights}, card.source, None)
+
+
 def load_model(ref: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None) -> LoadedModel:
     """Load any model reference for inference (see the module docstring).
 
     `arch` and `num_classes` are needed only for a weights file without its card (and `arch` for a
     TF1 checkpoint whose architecture cannot be read off its variables).
     """
+    if str(ref).startswith(KERAS_PREFIX):
+        return _load_keras_application(str(ref))
     path, arch = _resolve_path(ref, arch)
     kind = reference_kind(path)
     if kind == "model_dir":
@@ -274,6 +319,9 @@ def build_model(card: ModelCard, init: str | os.PathLike | None, *, dropblock: b
         options["bn_momentum"] = bn_momentum
     if init is None:
         return create_model(card.arch, zero_init_residual=True, **options), []
+    if str(init).startswith(KERAS_PREFIX):
+        raise UserError(f"{init} can teach (distill-targets) and be evaluated, but not initialise a finegrain "
+                        "model: its variables are another architecture's")
     path, _ = _resolve_path(init, card.arch)
     kind = reference_kind(path)
     model = create_model(card.arch, **options)

@@ -160,3 +160,37 @@ def test_a_1001_way_teacher_teaches_a_1000_way_student_and_back(tmp_path):
     padded = student_1001(tf.range(4, dtype=tf.int64), labels).numpy()
     assert padded.shape == (4, 11) and np.all(padded[:, 0] < 1e-6)  # the background column: the row's minimum
     np.testing.assert_array_equal(padded.argmax(axis=1), labels.numpy() + 1)
+
+
+@pytest.fixture(scope="module")
+def keras_teacher(tmp_path_factory) -> str:
+    """keras:MobileNetV3Small with weights from a local file (as on a machine without internet)."""
+    import keras
+
+    path = tmp_path_factory.mktemp("keras") / "mnv3.weights.h5"
+    keras.applications.MobileNetV3Small(weights=None).save_weights(path)
+    return f"keras:MobileNetV3Small:{path}"
+
+
+def test_a_keras_applications_classifier_teaches_through_the_command(keras_teacher, tmp_path, capsys):
+    code, out, err = run(capsys, "distill-targets", "--teacher", keras_teacher, "--dataset", "synthetic",
+                         "--split", "test", "--image-size", "32", "--out", str(tmp_path / "kd"))
+    assert code == 0, err
+    targets = read_targets(tmp_path / "kd")
+    assert targets.logits.shape == (200, 1000) and targets.info["teacher_card"]["arch"] == "keras:MobileNetV3Small"
+    with pytest.raises(UserError, match="scores 1000 classes, the student 10: distil from a teacher of the same"):
+        teacher_lookup(tmp_path / "kd", load_split("synthetic", "test"), "synthetic", 10, 0, 1.0)
+    code, out, err = run(capsys, "distill-targets", "--teacher", keras_teacher, "--dataset", "synthetic",
+                         "--split", "test", "--image-size", "32", "--out", str(tmp_path / "kd"))
+    assert code == 0 and "nothing to do" in out
+
+
+def test_keras_references_fail_in_one_line():
+    from finegrain.models import ModelCard, build_model
+
+    with pytest.raises(UserError, match="keras.applications has no model 'NoSuchNet'"):
+        load_model("keras:NoSuchNet")
+    with pytest.raises(UserError, match="weights file /nowhere.h5 does not exist"):
+        load_model("keras:ResNet50:/nowhere.h5")
+    with pytest.raises(UserError, match="can teach .* but not initialise a finegrain model"):
+        build_model(ModelCard("tiny_test_net", num_classes=10), "keras:ResNet50")
