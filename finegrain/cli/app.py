@@ -43,10 +43,26 @@ def _register_commands() -> None:
 _register_commands()
 
 
+#: Modules to import before any command, comma-separated: they register a user's own architectures
+#: (`finegrain.models.register_model`) so that recipes, references and commands can name them.
+PLUGINS_ENV = "FINEGRAIN_PLUGINS"
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # an import error of the user's module: one line, not a traceback
+            raise UserError(f"cannot import {name} named in {PLUGINS_ENV}: {type(e).__name__}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors and command-line mistakes become one red line, exit code 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up chatter
     try:
+        _load_plugins()
         code = app(args=argv, prog_name="finegrain", standalone_mode=False)
     except UserError as e:
         _fail(str(e))

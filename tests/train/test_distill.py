@@ -194,3 +194,52 @@ def test_keras_references_fail_in_one_line():
         load_model("keras:ResNet50:/nowhere.h5")
     with pytest.raises(UserError, match="can teach .* but not initialise a finegrain model"):
         build_model(ModelCard("tiny_test_net", num_classes=10), "keras:ResNet50")
+
+
+def _colour_folder(root: Path) -> Path:
+    """Four colour classes a tiny network learns in a few steps: a teacher that is right on all of them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 40, 40), "green": (40, 180, 40), "blue": (40, 60, 200), "yellow": (210, 200, 40)}
+    for part, count in (("train", 40), ("test", 10)):
+        for name, colour in colours.items():
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.normal(128, 40, (32, 32, 3)) * 0.6 + np.array(colour) * 0.4
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(sys.executable).parent / "finegrain").exists(), reason="console script not installed")
+def test_a_student_learns_faster_with_a_good_teacher_through_the_installed_script(tmp_path):
+    import os
+
+    data = _colour_folder(tmp_path / "colours")
+    teacher = engine.tune(tiny_recipe(data={"source": str(data)}, train={"epochs": 3, "steps_per_epoch": 10,
+                                                                         "base_lr": 0.1, "batch_size": 16}),
+                          tmp_path / "teacher")
+    assert teacher.summary["eval_top1"] == 1.0
+    script = Path(sys.executable).parent / "finegrain"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "FINEGRAIN_PLUGINS": "tests.tiny_arch", "PYTHONPATH": str(root)}
+
+    def finegrain(*args: str) -> str:
+        result = subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    finegrain("distill-targets", "--teacher", str(tmp_path / "teacher"), "--data", str(data), "--out",
+              str(tmp_path / "kd"))
+    recipe = tmp_path / "student.yaml"
+    recipe.write_text(f"name: student\nmodel: {{arch: tiny_test_net, init: scratch}}\ndata: {{source: {data}, "
+                      "image_size: 32}\ntrain: {epochs: 1, steps_per_epoch: 4, batch_size: 16, base_lr: 0.01, "
+                      "warmup_epochs: 0.0, seed: 0}\nruntime: {deterministic: true}\n")
+    accuracy = {}
+    for name, extra in (("alone", []), ("distilled", ["--set", f"train.kd_targets={tmp_path / 'kd'}"])):
+        finegrain("tune", "--recipe", str(recipe), "--run-dir", str(tmp_path / name), "--quiet", *extra)
+        history = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        accuracy[name] = history[-1]["eval_top1"]
+    assert accuracy["distilled"] > accuracy["alone"] + 0.1, accuracy
