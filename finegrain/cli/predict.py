@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -51,7 +51,7 @@ def predict(
             failed += 1
             continue
         probs = softmax(card.logit_scale * np.asarray(loaded.forward(image[None])["logits"]))[0]
-        names = card.class_names or [str(i) for i in range(len(probs))]
+        names = card.class_names or _imagenet_names(card, len(probs)) or [str(i) for i in range(len(probs))]
         best = top_k_indices(probs[None], top)[0]
         results.append({"image": str(path), "top": [{"class": names[i], "probability": float(probs[i])} for i in best]})
     if as_json:
@@ -63,6 +63,17 @@ def predict(
                 out.print(f"  {rank}. {t['class']:<30} {100 * t['probability']:6.2f}%", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _imagenet_names(card: Any, num_logits: int) -> list[str] | None:
+    """ImageNet synsets in logit order (after "background" for a 1001-way head) for an ImageNet model
+    whose card names no classes (the released checkpoints, keras: models)."""
+    if card.dataset != "imagenet":
+        return None
+    from finegrain.data.imagenet_c import imagenet_synsets
+
+    names = ["background"] * card.label_offset + list(imagenet_synsets())
+    return names if len(names) == num_logits else None
 
 
 def register(app: typer.Typer) -> None:

@@ -133,3 +133,14 @@ def test_eval_takes_test_time_flips(imagenet, tmp_path, capsys):
     assert json.loads(out)["tta"] == "flip" and json.loads(out)["top1"] == pytest.approx(1 / 3)
     code, out, err = run(capsys, *args, "--tta", "rotate")
     assert code == 2 and "unknown test-time augmentation 'rotate'" in err
+
+
+def test_predict_names_imagenet_synsets_for_a_released_head(tmp_path, capsys):
+    from finegrain.data.synthetic import ensure_synthetic
+
+    weights = _always_predicting(tmp_path, 1001, 1)  # logit 1 = ImageNet class 0 (n01440764)
+    image = sorted((ensure_synthetic()[0] / "test").glob("*/*.jpg"))[0]
+    code, out, err = run(capsys, "predict", str(image), "--model", str(weights), "--arch", "tiny_test_net",
+                         "--num-classes", "1001", "--top", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["top"][0]["class"] == "n01440764"
