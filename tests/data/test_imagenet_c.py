@@ -72,3 +72,27 @@ def test_layout_errors_are_one_line(tmp_path, imagenet_c):
 def test_tfds_imagenet2012_corrupted_not_prepared_says_how(tmp_path):
     with pytest.raises(UserError, match="no imagenet2012_corrupted config is prepared.*tfds build"):
         tfds_corrupted(data_dir=tmp_path, clean=False)
+
+
+def test_tfds_imagenet2012_corrupted_configs_prepared_by_the_real_builder_are_read(tmp_path, monkeypatch):
+    """tfds' own builder prepares two configs from tiny fake ImageNet archives (its frost download
+    stubbed: frost is not among them); the source lists exactly those and yields their labels."""
+    import tensorflow_datasets as tfds
+
+    from tests.data.fake_archives import make_imagenet
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    expected = make_imagenet(manual)["validation"]  # 1-based class ids
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", lambda self, urls: [str(tmp_path)] * len(urls))
+    for config in ("gaussian_noise_1", "contrast_2"):
+        builder = tfds.builder(f"imagenet2012_corrupted/{config}", data_dir=str(tmp_path / "data"))
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    source = tfds_corrupted(data_dir=tmp_path / "data", clean=False)
+    assert source.available == {"gaussian_noise": (1,), "contrast": (2,)}
+    assert source.imagenet and source.num_classes == 1000 and source.count("contrast", 2) == len(expected)
+    got = list(source.images("contrast", 2, image_size=128, preprocessing="imagenet").as_numpy_iterator())
+    assert sorted(int(label) for _, label in got) == sorted(c - 1 for c in expected)
+    assert all(image.shape == (224, 224, 3) and image.dtype == np.float32 for image, _ in got)
+    with pytest.raises(UserError, match=r"lacks contrast 1 \(it has: gaussian_noise 1; contrast 2\)"):
+        source.require(["contrast"], [1, 2])
