@@ -171,6 +171,9 @@ def _print(results: list[Any], levels: list[int], normalized: bool) -> None:
     if not all(r.complete for r in results):
         out.print("not every corruption and severity was evaluated: the means are over those that were, and not "
                   "comparable with published figures", highlight=False, soft_wrap=True)
+    if normalized and any(r.clean_error is None for r in results):
+        out.print("no clean error, so no relative mCE: ImageNet's validation split is not prepared under the data dir "
+                  "(finegrain fetch imagenet)", highlight=False, soft_wrap=True)
     if not normalized:
         out.print("un-normalised: this is not ImageNet, so there is no AlexNet reference; the mCE figures are mean "
                   "top-1 errors over corruptions and severities", highlight=False, soft_wrap=True)
