@@ -1,4 +1,5 @@
-"""Re-ranking: on a constructed case, query expansion moves a true match that ranked second to first."""
+"""Re-ranking: on constructed cases, query expansion and k-reciprocal re-ranking move a true match that
+cosine ranked second up to first."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 
 from finegrain.errors import UserError
 from finegrain.evaluate import metrics
-from finegrain.evaluate.rerank import rerank_vectors
+from finegrain.evaluate.knn import search
+from finegrain.evaluate.rerank import k_reciprocal, rerank_vectors
 
 
 def _at(degrees: float) -> np.ndarray:
@@ -67,6 +69,61 @@ def test_none_is_identity_and_bad_options_are_user_errors():
     q, g = rerank_vectors(query, gallery, np.array([-1]), "none")
     assert q is query and g is gallery
     with pytest.raises(UserError, match="re-ranking"):
-        rerank_vectors(query, gallery, np.array([-1]), "kreciprocal")
+        rerank_vectors(query, gallery, np.array([-1]), "bogus")
     with pytest.raises(UserError, match="rerank-k"):
         rerank_vectors(query, gallery, np.array([-1]), "qe", k=0)
+
+
+def _hub_case():
+    """A query (plane point (0, 0)) whose nearest item w belongs to a tight wrong class B on the other side:
+    w's own nearest are its classmates, so w and the query are not k-reciprocal; the true class A sits a
+    little farther away, and the query is among each A item's nearest."""
+    points = {"w": (-2, 0), "a1": (2.4, 0), "a2": (2.6, 0.4), "a3": (2.6, -0.4),
+              "b1": (-2.8, 0), "b2": (-2.6, 0.6), "b3": (-2.6, -0.6), "b4": (-3.2, 0.3)}
+
+    def unit(x, y):  # points of a small patch of the sphere: cosine falls with plane distance
+        v = np.array([0.05 * x, 0.05 * y, 1.0], np.float32)
+        return v / np.linalg.norm(v)
+
+    gallery = np.stack([unit(*p) for p in points.values()])
+    labels = np.array([0 if name.startswith("a") else 1 for name in points])
+    return unit(0, 0)[None], gallery, labels, list(points)
+
+
+@pytest.mark.parametrize("k2", [1, 6])
+def test_k_reciprocal_moves_the_true_match_up(k2):
+    query, gallery, labels, names = _hub_case()
+    knn = search(gallery, len(gallery), queries=query)
+    assert names[knn.indices[0, 0]] == "w"  # cosine ranks the wrong-class item first
+    before = metrics.separate_metrics(knn, np.array([0]), labels, [1])
+    reranked = k_reciprocal(knn, gallery, query, k1=4, k2=k2)
+    after = metrics.separate_metrics(reranked, np.array([0]), labels, [1])
+    assert before.recall_at_k == {1: 0.0} and after.recall_at_k == {1: 1.0}
+    assert [names[i] for i in reranked.indices[0, :3]] == ["a1", "a2", "a3"]  # A's order kept, w after them
+    assert after.map_at_r == 1.0 > before.map_at_r
+    assert (np.diff(reranked.scores[0]) <= 0).all() and sorted(reranked.indices[0]) == list(range(len(gallery)))
+
+
+def test_k_reciprocal_query_in_the_gallery_is_the_same_as_apart():
+    """A query that is a gallery row (by identity) is encoded as that row, like a separate query added."""
+    query, gallery, labels, _ = _hub_case()
+    apart = k_reciprocal(search(gallery, 8, queries=query), gallery, query, k1=4)
+    with_it = np.concatenate([gallery, query])
+    inside = k_reciprocal(search(with_it, 8, queries=query, query_ids=np.array([8])), with_it, query, k1=4)
+    same_row = k_reciprocal(search(with_it, 8, query_ids=np.array([8])), with_it, k1=4)  # query = gallery mode
+    np.testing.assert_array_equal(inside.indices, apart.indices)
+    np.testing.assert_array_equal(same_row.indices, apart.indices)
+    np.testing.assert_allclose(inside.scores, apart.scores, atol=1e-6)
+
+
+def test_k_reciprocal_reranks_only_the_first_depth_and_checks_options():
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((40, 8)).astype(np.float32)
+    knn = search(gallery, 20, query_ids=np.arange(5))
+    out = k_reciprocal(knn, gallery, depth=10)
+    np.testing.assert_array_equal(out.indices[:, 10:], knn.indices[:, 10:])
+    np.testing.assert_array_equal(np.sort(out.indices[:, :10], 1), np.sort(knn.indices[:, :10], 1))
+    with pytest.raises(UserError, match="k1, k2"):
+        k_reciprocal(knn, gallery, k1=0)
+    with pytest.raises(UserError, match="metric cosine"):
+        k_reciprocal(search(gallery, 5, metric="euclidean"), gallery)
