@@ -99,3 +99,20 @@ def test_translate_matches_the_projective_transform():
             want_y = _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0])
             assert np.array_equal(run("TranslateX", image.numpy(), level, sign), want_x)
             assert np.array_equal(run("TranslateY", image.numpy(), level, sign), want_y)
+
+
+def test_policy_branches_stay_functional_ops_that_run_only_the_branch_taken():
+    # Lowered to Switch/Merge, every op of all 15 branches would cost executor work per image (2x slower).
+    spec = (tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([2], tf.int64))
+    graph = tf.function(lambda im, s: autoaugment(im, "good", s)).get_concrete_function(*spec).graph
+
+    def lowered(op):
+        try:
+            return op.get_attr("_lower_using_switch_merge")
+        except ValueError:
+            return False
+
+    branching = [op for op in graph.get_operations() if op.type in ("If", "StatelessIf", "Case", "StatelessCase")]
+    assert len(branching) == 2 and not any(lowered(op) for op in branching)
+    plain = tf.function(lambda x: tf.cond(x > 0, lambda: x, lambda: -x)).get_concrete_function(tf.TensorSpec([], tf.float32))
+    assert any(lowered(op) for op in plain.graph.get_operations())  # elsewhere TensorFlow's default is untouched
