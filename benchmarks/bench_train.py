@@ -1,11 +1,16 @@
-"""Training throughput: assemble_resnet50 through finegrain's train step vs keras.applications.ResNet50 fit.
+"""Training throughput: finegrain's train step on several architectures, side by side, in one process.
 
-Both train on the same synthetic batches (batch 32, 224 px, CPU by default) in one process, taking
-turns (A, B, A, B, ...) so that load from other processes hits both alike. Prints images/s of each
-and the ratio engine / fit. Assemble-ResNet-50 costs 1.4x the FLOPs of ResNet-50 (the paper: 11.55 G vs
-8.24 G), so the ratio measures the architecture and the engine together.
+Each architecture trains through the engine's step (loss, weight decay, SGD momentum) on the same
+synthetic batches; the contenders take turns (A, B, ..., A, B, ...) so that load from other processes
+hits all alike. Prints images/s of each and its ratio to the first one, per round and as medians.
+`--keras-reference` adds keras.applications.ResNet50 trained by `model.fit` as one more contender.
 
-usage: python benchmarks/bench_train.py [--batch 32] [--size 224] [--steps 2] [--rounds 3] [--precision float32]
+The FLOP ratio sets what to expect: Assemble-ResNet-50 costs 1.40x the FLOPs of ResNet-50 at 224 px
+(the paper: 11.55 G vs 8.24 G), so assemble_resnet50 / resnet50 = 0.71x is the ratio the architecture
+allows when every op runs as fast per FLOP as a plain convolution.
+
+usage: python benchmarks/bench_train.py [--archs resnet50,assemble_resnet50] [--batch 32] [--size 64]
+                                        [--steps 3] [--rounds 3] [--precision float32] [--keras-reference]
 """
 
 from __future__ import annotations
@@ -14,18 +19,23 @@ import argparse
 import os
 import statistics
 import time
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default="resnet50,assemble_resnet50",
+                        help="comma-separated finegrain architectures; ratios are to the first")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per turn")
-    parser.add_argument("--rounds", type=int, default=3, help="turns per model")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per turn")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per contender")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument("--keras-reference", action="store_true",
+                        help="also time keras.applications.ResNet50 trained by model.fit")
     args = parser.parse_args()
 
     import finegrain  # noqa: F401  (first: its CPU-kernel default must be set before TensorFlow loads)
@@ -44,53 +54,70 @@ def main() -> None:
     labels = tf.one_hot(rng.integers(0, args.classes, args.batch), args.classes)
     batches = tf.data.Dataset.from_tensors((images, labels)).repeat(args.steps).cache()
 
-    # A: the engine's step (loss, weight decay, SGD momentum, LR schedule) on finegrain's model.
-    recipe = recipe_from_dict({"model": {"arch": "assemble_resnet50"},
-                               "train": {"batch_size": args.batch, "base_lr": 0.01, "weight_decay": 0.001}})
-    model_a = create_model("assemble_resnet50", num_classes=args.classes)
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    optimizer.build(model_a.trainable_variables)
-    step_a = make_train_step(model_a, optimizer, tf.distribute.get_strategy(), get_task(recipe.task)(recipe), args.batch)
+    def engine_turn(arch: str) -> Callable[[], None]:
+        recipe = recipe_from_dict({"model": {"arch": arch},
+                                   "train": {"batch_size": args.batch, "base_lr": 0.01, "weight_decay": 0.001}})
+        model = create_model(arch, num_classes=args.classes)
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+        optimizer.build(model.trainable_variables)
+        step = make_train_step(model, optimizer, tf.distribute.get_strategy(), get_task(recipe.task)(recipe),
+                               args.batch)
 
-    def turn_a() -> None:
-        for batch in batches:
-            loss, _ = step_a(batch)
-        float(loss)  # wait for the last step
+        def turn() -> list[float]:
+            times = []
+            for batch in batches:
+                start = time.perf_counter()
+                float(step(batch)[0])  # wait for the step
+                times.append(time.perf_counter() - start)
+            return times
 
-    # B: Keras' own loop on the reference architecture.
-    model_b = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3), classes=args.classes,
-                                          classifier_activation=None)
-    model_b.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                    loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        return turn
 
-    def turn_b() -> None:
-        model_b.fit(batches, epochs=1, verbose=0)
+    def fit_turn() -> Callable[[], None]:
+        model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3),
+                                            classes=args.classes, classifier_activation=None)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        def turn() -> list[float]:  # fit runs the steps back to back: their mean stands for each
+            start = time.perf_counter()
+            model.fit(batches, epochs=1, verbose=0)
+            return [(time.perf_counter() - start) / args.steps] * args.steps
 
-    for name, turn in (("engine", turn_a), ("fit", turn_b)):  # trace + warm up, untimed
+        return turn
+
+    turns = {arch: engine_turn(arch) for arch in args.archs.split(",")}
+    if args.keras_reference:
+        turns["keras.applications.ResNet50 fit"] = fit_turn()
+
+    for name, turn in turns.items():  # trace + warm up, untimed
         start = time.perf_counter()
         turn()
         print(f"warm-up {name}: {time.perf_counter() - start:.1f} s", flush=True)
 
-    rates: dict[str, list[float]] = {"engine": [], "fit": []}
+    first = next(iter(turns))
+    rates: dict[str, list[float]] = {name: [] for name in turns}  # per turn
+    best: dict[str, float] = {name: 0.0 for name in turns}  # the fastest single step of all turns
     for round_index in range(args.rounds):
-        for name, turn in (("engine", turn_a), ("fit", turn_b)):
-            start = time.perf_counter()
-            turn()
-            rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
-        print(f"round {round_index + 1}: engine {rates['engine'][-1]:.2f} img/s, fit {rates['fit'][-1]:.2f} img/s, "
-              f"ratio {rates['engine'][-1] / rates['fit'][-1]:.2f}x", flush=True)
+        for name, turn in turns.items():
+            times = turn()
+            rates[name].append(len(times) * args.batch / sum(times))
+            best[name] = max(best[name], args.batch / min(times))
+        print(f"round {round_index + 1}: " + ", ".join(
+            f"{name} {rates[name][-1]:.1f} img/s ({rates[name][-1] / rates[first][-1]:.2f}x)" for name in turns),
+            flush=True)
 
-    engine_rate, fit_rate = statistics.median(rates["engine"]), statistics.median(rates["fit"])
-    # On a shared machine the load drifts between rounds; the ratio within a round (back-to-back turns)
-    # is steadier than the ratio of medians, so both are printed.
-    round_ratio = statistics.median(a / b for a, b in zip(rates["engine"], rates["fit"]))
+    # On a shared machine the load drifts between rounds and stalls single steps; the ratio within a
+    # round (back-to-back turns) is steadier than the ratio of medians, and the fastest step of each
+    # (the one least disturbed) steadier still, so all three are printed.
     print(f"\nbatch {args.batch}, {args.size}x{args.size}, {args.precision}, CPU threads default, "
-          f"{args.rounds} turns x {args.steps} steps each (median)")
-    print(f"assemble_resnet50 via finegrain engine step : {engine_rate:8.2f} img/s")
-    print(f"keras.applications.ResNet50 model.fit       : {fit_rate:8.2f} img/s")
-    print(f"ratio of medians engine / fit               : {engine_rate / fit_rate:8.2f}x")
-    print(f"median of per-round ratios engine / fit     : {round_ratio:8.2f}x  (target >= 0.60x)")
-
+          f"{args.rounds} turns x {args.steps} steps each")
+    width = max(len(name) for name in turns)
+    print(f"{'':{width}}  {'median img/s':>12}  {'ratio':>6}  {'per-round ratio':>15}  {'best step img/s':>15}  {'ratio':>6}")
+    for name in turns:
+        median = statistics.median(rates[name])
+        round_ratio = statistics.median(a / b for a, b in zip(rates[name], rates[first]))
+        print(f"{name:{width}}  {median:12.2f}  {median / statistics.median(rates[first]):5.2f}x  "
+              f"{round_ratio:14.2f}x  {best[name]:15.2f}  {best[name] / best[first]:5.2f}x")
 
 if __name__ == "__main__":
     main()
