@@ -9,16 +9,24 @@ The FLOP ratio sets what to expect: Assemble-ResNet-50 costs 1.40x the FLOPs of 
 (the paper: 11.55 G vs 8.24 G), so assemble_resnet50 / resnet50 = 0.71x is the ratio the architecture
 allows when every op runs as fast per FLOP as a plain convolution.
 
+`--profile N` instead traces one step of each architecture with the TensorFlow profiler and prints
+the N most costly op types (forward / backward) and layer kinds, by summed op time.
+
 usage: python benchmarks/bench_train.py [--archs resnet50,assemble_resnet50] [--batch 32] [--size 64]
                                         [--steps 3] [--rounds 3] [--precision float32] [--keras-reference]
+                                        [--profile 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +44,8 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     parser.add_argument("--keras-reference", action="store_true",
                         help="also time keras.applications.ResNet50 trained by model.fit")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N costliest op types and layer kinds of one traced step, then stop")
     args = parser.parse_args()
 
     import finegrain  # noqa: F401  (first: its CPU-kernel default must be set before TensorFlow loads)
@@ -86,6 +96,11 @@ def main() -> None:
         return turn
 
     turns = {arch: engine_turn(arch) for arch in args.archs.split(",")}
+    if args.profile:
+        for arch, turn in turns.items():
+            turn()  # trace + warm up
+            print_profile(arch, turn, args.profile)
+        return
     if args.keras_reference:
         turns["keras.applications.ResNet50 fit"] = fit_turn()
 
@@ -118,6 +133,43 @@ def main() -> None:
         round_ratio = statistics.median(a / b for a, b in zip(rates[name], rates[first]))
         print(f"{name:{width}}  {median:12.2f}  {median / statistics.median(rates[first]):5.2f}x  "
               f"{round_ratio:14.2f}x  {best[name]:15.2f}  {best[name] / best[first]:5.2f}x")
+
+def print_profile(arch: str, turn: Callable[[], list[float]], top: int) -> None:
+    """Trace `turn` with the TensorFlow profiler; print op time summed by op type and by layer kind."""
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        wall = sum(turn())
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+    by_type: collections.Counter = collections.Counter()
+    by_kind: collections.Counter = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name  # "scope/.../op_name:OpType"
+                if ":" not in name or "::" in name:
+                    continue
+                op, op_type = name.rsplit(":", 1)
+                backward = op.startswith("gradient_tape/")
+                parts = op.split("/")[1 if backward else 0:]  # model / layer / op
+                layer = parts[1] if len(parts) > 2 else parts[-1]
+                kind = re.sub(r"(_\d+)+$", "", layer.rsplit("-", 1)[-1])  # stage1-big1-conv2d_3_1 -> conv2d
+                milliseconds = event.duration_ps / 1e9
+                by_type[("backward " if backward else "forward ") + op_type] += milliseconds
+                by_kind[kind] += milliseconds
+    total = sum(by_type.values())
+    print(f"\n{arch}: {wall:.2f} s wall for the traced steps, op time summed over threads {total / 1e3:.2f} s")
+    for title, counter in (("op types", by_type), ("layer kinds", by_kind)):
+        print(f"  top {title}:")
+        for key, milliseconds in counter.most_common(top):
+            print(f"    {100 * milliseconds / total:5.1f}%  {key}")
+
 
 if __name__ == "__main__":
     main()
