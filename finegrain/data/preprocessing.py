@@ -84,7 +84,8 @@ def resize_tf1(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     TF2's `tf.image.resize` samples at half-pixel centres and gives other pixels (a mean difference
     of 2-16 grey levels on photographs); the released weights were scored with TF1's.
     """
-    return tf.compat.v1.image.resize_bilinear(image[None], size, align_corners=False, half_pixel_centers=False)[0]
+    # The raw op that tf.compat.v1.image.resize_bilinear wraps (the wrapper logs a deprecation warning).
+    return tf.raw_ops.ResizeBilinear(images=image[None], size=size, align_corners=False, half_pixel_centers=False)[0]
 
 
 Window = Callable[[tf.Tensor], tf.Tensor]  # image [height, width] -> crop window [y, x, h, w] (int32)
