@@ -40,3 +40,18 @@ def no_nan(obj: Any) -> Any:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(no_nan(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def images_source(dataset: Optional[str], data: Optional[Path], model_dataset: Optional[str], others: str = "") -> str:
+    """The images a command runs on: --dataset NAME or --data FOLDER, else the data set the model was
+    trained on (its card's). `others`: the command's further options for the message, e.g. ", --imagenet-c DIR"."""
+    if dataset and data:
+        raise UserError("give either --dataset NAME or --data FOLDER, not both")
+    if data is not None and not data.is_dir():
+        raise UserError(f"--data {data} is not a folder of class sub-folders")
+    source = str(data) if data is not None else dataset or model_dataset
+    if source is None:
+        raise UserError(f"name the images: --dataset NAME (e.g. cub200), --data FOLDER{others} "
+                        "(a run directory knows its own data set)")
+    return source
+

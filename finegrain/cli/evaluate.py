@@ -11,7 +11,15 @@ from typing import Any, Optional
 
 import typer
 
-from finegrain.cli.common import ARCH_HELP, MODEL_HELP, NUM_CLASSES_HELP, load_reference, positive, print_json
+from finegrain.cli.common import (
+    ARCH_HELP,
+    MODEL_HELP,
+    NUM_CLASSES_HELP,
+    images_source,
+    load_reference,
+    positive,
+    print_json,
+)
 from finegrain.errors import UserError
 from finegrain.models.card import REFERENCE_HELP
 
@@ -49,14 +57,7 @@ def _load_split(loaded: Any, dataset: Optional[str], data: Optional[Path], split
     """The images to evaluate on: --dataset / --data, else the data set and split the model's run used."""
     from finegrain.data import load_split
 
-    if dataset and data:
-        raise UserError("give either --dataset NAME or --data FOLDER, not both")
-    if data is not None and not data.is_dir():
-        raise UserError(f"--data {data} is not a folder of class sub-folders")
-    source = str(data) if data is not None else dataset or loaded.card.dataset
-    if source is None:
-        raise UserError("name the images to evaluate on: --dataset NAME (e.g. cub200) or --data FOLDER "
-                        "(a run directory knows its own)")
+    source = images_source(dataset, data, loaded.card.dataset)
     own = dataset is None and data is None
     return load_split(source, split or (loaded.card.eval_split if own and loaded.card.eval_split else default_split),
                       data_dir=data_dir)

@@ -10,7 +10,15 @@ from typing import Any, Optional
 
 import typer
 
-from finegrain.cli.common import ARCH_HELP, MODEL_HELP, NUM_CLASSES_HELP, load_reference, positive, print_json
+from finegrain.cli.common import (
+    ARCH_HELP,
+    MODEL_HELP,
+    NUM_CLASSES_HELP,
+    images_source,
+    load_reference,
+    positive,
+    print_json,
+)
 from finegrain.errors import UserError
 
 CORRUPTIONS_HELP = ("Comma-separated corruptions, or 'standard' (the 15 of mCE), or 'all' (default: all 19): "
@@ -113,12 +121,7 @@ def _source(loaded: Any, dataset: Optional[str], data: Optional[Path], imagenet_
     from finegrain.data import load_split
     from finegrain.data.corruptions import on_the_fly
 
-    if data is not None and not data.is_dir():
-        raise UserError(f"--data {data} is not a folder of class sub-folders")
-    name = str(data) if data is not None else dataset or loaded.card.dataset
-    if name is None:
-        raise UserError("name the images: --dataset NAME, --data FOLDER, --imagenet-c DIR or --tfds-corrupted "
-                        "(a run directory knows its own data set)")
+    name = images_source(dataset, data, loaded.card.dataset, others=", --imagenet-c DIR or --tfds-corrupted")
     return on_the_fly(load_split(name, split, data_dir=data_dir), frost_dir=frost_dir)
 
 

@@ -53,17 +53,22 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     assert (tmp_path / "run" / "export" / "saved_model.pb").is_file()
 
 
-def test_multi_worker_mirrored_strategy_two_processes(tmp_path):
-    ports = _free_ports(2)
+def launch_workers(run_dir: Path, outs: list[Path], *flags_of: list[str]) -> list[subprocess.Popen]:
+    """Two dist_worker.py processes forming a multi-worker cluster on 127.0.0.1 (flags_of[i]: worker i's extra flags)."""
+    ports = _free_ports(len(outs))
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs, outs = [], []
-    for index in range(2):
-        out = tmp_path / f"worker{index}.json"
+    procs = []
+    for index, out in enumerate(outs):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), "multiworker", str(tmp_path / "run"), str(out)],
+        flags = flags_of[index] if index < len(flags_of) else []
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), "multiworker", str(run_dir), str(out), *flags],
                                       env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
-        outs.append(out)
+    return procs
+
+
+def finish_workers(procs: list[subprocess.Popen]) -> None:
+    """Wait for every worker (killing all after TIMEOUT_S); each must have exited with 0."""
     try:
         logs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
     finally:
@@ -72,6 +77,11 @@ def test_multi_worker_mirrored_strategy_two_processes(tmp_path):
                 p.kill()
     for p, (_, err) in zip(procs, logs):
         assert p.returncode == 0, err[-3000:]
+
+
+def test_multi_worker_mirrored_strategy_two_processes(tmp_path):
+    outs = [tmp_path / f"worker{index}.json" for index in range(2)]
+    finish_workers(launch_workers(tmp_path / "run", outs))
     (chief, chief_weights), (worker, worker_weights) = (_load(o) for o in outs)
     assert chief["num_replicas_in_sync"] == worker["num_replicas_in_sync"] == 2
     assert len(chief_weights) == len(worker_weights)

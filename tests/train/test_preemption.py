@@ -6,44 +6,24 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from tests.train.test_distributed import TIMEOUT_S, WORKER, _env, _free_ports, _load
+from tests.train.test_distributed import TIMEOUT_S, _load, finish_workers, launch_workers
 
 
 def _launch(run_dir, outs, *, resume: bool = False, kill_worker_1_at: int | None = None) -> list[subprocess.Popen]:
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    for index, out in enumerate(outs):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        flags = ["--deterministic", *(["--resume"] if resume else []),
-                 *(["--kill-at-step", str(kill_worker_1_at)] if kill_worker_1_at and index == 1 else [])]
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), "multiworker", str(run_dir), str(out), *flags],
-                                      env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    return procs
-
-
-def _finish(procs: list[subprocess.Popen]) -> None:
-    try:
-        logs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, logs):
-        assert p.returncode == 0, err[-3000:]
+    flags = ["--deterministic", *(["--resume"] if resume else [])]
+    kill = ["--kill-at-step", str(kill_worker_1_at)] if kill_worker_1_at else []
+    return launch_workers(run_dir, outs, flags, flags + kill)
 
 
 @pytest.mark.slow
 def test_a_killed_worker_resumes_with_every_worker_from_the_last_checkpoint(tmp_path):
     reference = [tmp_path / f"ref{i}.json" for i in range(2)]
-    _finish(_launch(tmp_path / "ref", reference))
+    finish_workers(_launch(tmp_path / "ref", reference))
 
     run, outs = tmp_path / "run", [tmp_path / f"w{i}.json" for i in range(2)]
     procs = _launch(run, outs, kill_worker_1_at=4)  # step 4: after the end-of-epoch-1 checkpoint (step 3)
@@ -59,7 +39,7 @@ def test_a_killed_worker_resumes_with_every_worker_from_the_last_checkpoint(tmp_
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["last"]["step"] == 3 and not outs[0].exists()
 
-    _finish(_launch(run, outs, resume=True))
+    finish_workers(_launch(run, outs, resume=True))
     (chief, chief_weights), (worker, worker_weights) = (_load(o) for o in outs)
     _, reference_weights = _load(reference[0])
     assert [h["epoch"] for h in chief["history"]] == [1, 2]
