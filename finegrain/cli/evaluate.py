@@ -101,7 +101,7 @@ def retrieval_eval(
     metric: str = typer.Option("cosine", "--metric", help="cosine (L2-normalised) or euclidean."),
     k: Optional[str] = typer.Option(None, "--k", help="Recall@K list, e.g. 1,2,4,8 (default: the data set's; SOP 1,10,100,1000)."),
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, or flip (mean of the image's and its mirror's embeddings, then L2-normalised)."),
-    rerank: str = typer.Option("none", "--rerank", help="Re-ranking: none, qe (query expansion) or dba+qe (with database-side augmentation)."),
+    rerank: str = typer.Option("none", "--rerank", help="Re-ranking: none, qe (query expansion), dba+qe (with database-side augmentation) or kreciprocal (k-reciprocal encoding, Zhong et al. 2017)."),
     rerank_k: int = typer.Option(5, "--rerank-k", help="Neighbours averaged by --rerank."),
     per_class: bool = typer.Option(False, "--per-class", help="Recall@K and MAP@R of each class: the worst in a table, all in --json."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass when embedding."),
@@ -192,6 +192,10 @@ def retrieval_eval(
 
         queries, x = rerank_vectors(x, x, np.arange(len(x)), rerank, k=rerank_k)
     knn = m.retrieval_search(x, y, ks, metric=metric, queries=queries)
+    if rerank == "kreciprocal":
+        from finegrain.evaluate.rerank import k_reciprocal
+
+        knn = k_reciprocal(knn, x)
     report = m.retrieval_metrics(knn, y, ks, per_class=per_class)
     _check_scored(report)
 
@@ -270,14 +274,16 @@ def _separate_eval(options: RetrievalOptions, query: str, gallery: str, ks: Any,
     from finegrain.data.catalog import DEFAULT_RECALL_KS
     from finegrain.evaluate import metrics as m
     from finegrain.evaluate.protocol import model_identity
-    from finegrain.evaluate.rerank import rerank_vectors
+    from finegrain.evaluate.rerank import k_reciprocal, rerank_vectors
 
     qx, qy, q_items, _ = _side(options, query)
     gx, gy, g_items, g_split = _side(options, gallery)
     ks = ks or (list(g_split.info.recall_ks) if g_split is not None else list(DEFAULT_RECALL_KS))
     query_ids = m.identity_rows(q_items.ids, g_items.ids)
     qx, gx = rerank_vectors(qx, gx, query_ids, rerank, k=rerank_k)
-    report, _ = m.evaluate_separate(qx, qy, gx, gy, ks, query_ids=query_ids, metric=metric, per_class=per_class)
+    by_result = (lambda knn: k_reciprocal(knn, gx, qx)) if rerank == "kreciprocal" else None
+    report, _ = m.evaluate_separate(qx, qy, gx, gy, ks, query_ids=query_ids, metric=metric, per_class=per_class,
+                                    rerank=by_result)
     _check_scored(report)
     loaded = options._loaded
     model_card = model_identity(options.model, loaded.card) if loaded is not None else None
@@ -298,9 +304,15 @@ def _check_scored(report: Any) -> None:
 def _protocol(model_card: Any, settings: tuple, tta: str, metric: str, ks: Any, query: Any, gallery: Any,
               report: Any, rerank: str, rerank_k: int) -> dict:
     from finegrain.evaluate.protocol import protocol_card
-    from finegrain.evaluate.rerank import DEFAULT_ALPHA
+    from finegrain.evaluate import rerank as r
 
-    rerank_desc = {"method": rerank} if rerank == "none" else {"method": rerank, "k": rerank_k, "alpha": DEFAULT_ALPHA}
+    if rerank == "none":
+        rerank_desc = {"method": rerank}
+    elif rerank == "kreciprocal":
+        rerank_desc = {"method": rerank, "k1": r.KRECIPROCAL_K1, "k2": r.KRECIPROCAL_K2,
+                       "lambda": r.KRECIPROCAL_LAMBDA, "depth": r.KRECIPROCAL_DEPTH}
+    else:
+        rerank_desc = {"method": rerank, "k": rerank_k, "alpha": r.DEFAULT_ALPHA}
     return protocol_card(model=model_card, image_size=settings[0], preprocessing=settings[1], tta=tta, metric=metric,
                          ks=ks, query=query, gallery=gallery, definitions=report.definitions,
                          extra={"rerank": rerank_desc})

@@ -278,11 +278,12 @@ def evaluate_separate(
     chunk_size: int | None = None,
     use_gpu: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
+    rerank: Callable[[KnnResult], KnnResult] | None = None,
 ) -> tuple[RetrievalReport, KnnResult]:
     """Search a separate query set against the gallery as deep as the metrics need, then score it.
 
     query_ids: the gallery row of each query that is the same image as a gallery item, else -1
-    (default: none are); see `identity_rows`.
+    (default: none are); see `identity_rows`. rerank: re-orders the search result before scoring.
     """
     ks = parse_ks(ks)
     query_labels = _check_labels(query_labels, np.asarray(queries).shape[0] if np.ndim(queries) == 2 else None)
@@ -291,6 +292,8 @@ def evaluate_separate(
     depth = separate_search_depth(query_labels, gallery_labels, qids, ks)
     knn = search(gallery, depth, metric=metric, queries=queries, query_ids=qids, chunk_size=chunk_size,
                  use_gpu=use_gpu, progress=progress)
+    if rerank is not None:
+        knn = rerank(knn)
     return separate_metrics(knn, query_labels, gallery_labels, ks, per_class=per_class), knn
 
 

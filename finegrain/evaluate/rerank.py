@@ -23,7 +23,8 @@ from scipy import sparse
 from finegrain.errors import UserError
 from finegrain.evaluate.knn import KnnResult, prepare_embeddings, prepare_queries, search
 
-METHODS: tuple[str, ...] = ("none", "qe", "dba+qe")
+METHODS: tuple[str, ...] = ("none", "qe", "dba+qe", "kreciprocal")
+RESULT_METHODS = ("kreciprocal",)  # re-order a search result (the others change the vectors searched)
 DEFAULT_K = 5
 DEFAULT_ALPHA = 3.0
 
@@ -65,7 +66,7 @@ def rerank_vectors(queries: np.ndarray, gallery: np.ndarray, query_ids: np.ndarr
     method = check_method(method)
     if k < 1:
         raise UserError(f"--rerank-k must be a positive integer, got {k}")
-    if method == "none":
+    if method == "none" or method in RESULT_METHODS:
         return queries, gallery
     if method == "dba+qe":
         gallery = augment_gallery(gallery, k, alpha)

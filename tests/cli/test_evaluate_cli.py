@@ -164,3 +164,19 @@ def test_model_source_errors_are_one_line(run_dir, tmp_path, capsys):
     assert code == 2 and "unknown data set 'nope'" in err
     code, _, err = run(capsys, "eval", "--model", str(tmp_path / "nothing"), "--dataset", "synthetic")
     assert code == 2 and "does not exist" in err
+
+
+def test_k_reciprocal_re_ranking_is_reachable_and_recorded(tmp_path, capsys):
+    from tests.evaluate.test_rerank import _hub_case
+
+    query, gallery, labels, _ = _hub_case()
+    np.save(tmp_path / "q.npy", query)
+    np.save(tmp_path / "q.labels.npy", np.array([0]))
+    np.save(tmp_path / "g.npy", gallery)
+    np.save(tmp_path / "g.labels.npy", labels)
+    for args in (["--query", str(tmp_path / "q.npy"), "--gallery", str(tmp_path / "g.npy")],
+                 ["--embeddings", str(tmp_path / "g.npy"), "--labels", str(tmp_path / "g.labels.npy")]):
+        code, out, err = run(capsys, "retrieval-eval", *args, "--k", "1", "--rerank", "kreciprocal", "--json")
+        assert code == 0, err
+        rerank = json.loads(out)["protocol"]["rerank"]
+        assert rerank["method"] == "kreciprocal" and {"k1", "k2", "lambda", "depth"} <= set(rerank)
