@@ -42,3 +42,16 @@ def tiny_recipe(**sections: object) -> Recipe:
     """`small_recipe` on the registered tiny test architecture (tests/tiny_arch.py)."""
     model = {"arch": "tiny_test_net", **dict(sections.pop("model", {}))}  # type: ignore[arg-type]
     return small_recipe(model=model, **sections)
+
+
+@pytest.fixture(scope="session")
+def multiworker_run(tmp_path_factory):
+    """(run dir, [chief, worker] result files) of one deterministic 2-worker run on 127.0.0.1: checked by
+    test_distributed, and the uninterrupted reference of test_preemption (a multi-worker launch is slow)."""
+    from tests.train.test_distributed import finish_workers, launch_workers
+
+    root = tmp_path_factory.mktemp("multiworker")
+    outs = [root / f"worker{index}.json" for index in range(2)]
+    finish_workers(launch_workers(root / "run", outs, ["--deterministic"], ["--deterministic"]))
+    return root / "run", outs
+

@@ -25,7 +25,10 @@ def kill_after(rows: int):
     return on_chunk
 
 
-if __name__ == "__main__":
-    teacher, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def compute_all(teacher: str, out: str, kill_at: int = 0) -> None:
     compute_targets(load_model(teacher), teacher, load_split("synthetic", "train"), "synthetic", out,
                     batch_size=32, image_size=32, chunk_batches=2, on_chunk=kill_after(kill_at))
+
+
+if __name__ == "__main__":
+    compute_all(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -54,8 +54,11 @@ def teacher_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def targets_dir(teacher_run, tmp_path_factory) -> Path:
+    """Targets computed in one go, in-process, with the worker's settings (the killed run must equal them)."""
+    from tests.train.distill_worker import compute_all
+
     out = tmp_path_factory.mktemp("kd") / "targets"
-    subprocess.run([sys.executable, str(WORKER), str(teacher_run), str(out), "0"], check=True, timeout=600)
+    compute_all(str(teacher_run), str(out))
     return out
 
 

@@ -79,14 +79,13 @@ def finish_workers(procs: list[subprocess.Popen]) -> None:
         assert p.returncode == 0, err[-3000:]
 
 
-def test_multi_worker_mirrored_strategy_two_processes(tmp_path):
-    outs = [tmp_path / f"worker{index}.json" for index in range(2)]
-    finish_workers(launch_workers(tmp_path / "run", outs))
+def test_multi_worker_mirrored_strategy_two_processes(multiworker_run):
+    run_dir, outs = multiworker_run
     (chief, chief_weights), (worker, worker_weights) = (_load(o) for o in outs)
     assert chief["num_replicas_in_sync"] == worker["num_replicas_in_sync"] == 2
     assert len(chief_weights) == len(worker_weights)
     for a, b in zip(chief_weights, worker_weights):
         np.testing.assert_array_equal(a, b)
     # Only the chief writes the run directory; the other worker's scratch copy is gone.
-    assert (tmp_path / "run" / "metrics.jsonl").is_file()
+    assert (run_dir / "metrics.jsonl").is_file()
     assert [h["epoch"] for h in chief["history"]] == [1, 2]

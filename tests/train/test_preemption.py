@@ -21,9 +21,8 @@ def _launch(run_dir, outs, *, resume: bool = False, kill_worker_1_at: int | None
 
 
 @pytest.mark.slow
-def test_a_killed_worker_resumes_with_every_worker_from_the_last_checkpoint(tmp_path):
-    reference = [tmp_path / f"ref{i}.json" for i in range(2)]
-    finish_workers(_launch(tmp_path / "ref", reference))
+def test_a_killed_worker_resumes_with_every_worker_from_the_last_checkpoint(tmp_path, multiworker_run):
+    _, reference = multiworker_run  # the same run, uninterrupted
 
     run, outs = tmp_path / "run", [tmp_path / f"w{i}.json" for i in range(2)]
     procs = _launch(run, outs, kill_worker_1_at=4)  # step 4: after the end-of-epoch-1 checkpoint (step 3)
