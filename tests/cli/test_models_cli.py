@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 
 from finegrain.cli.app import main
+from tests.cli.conftest import run
 from tests.models.conftest import fake_values, read_manifest, training_extras, write_tf1_checkpoint
 
 SCRIPT = Path(sys.executable).parent / "finegrain"
-
-
-def _run_script(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +56,13 @@ def test_models_starts_neither_keras_nor_tensorflow():
     assert "assemble_resnet152" in result.stdout and "117,006,249" in result.stdout
 
 
-@pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed in this environment")
-def test_weights_import_from_the_console_script(r50_checkpoint, tmp_path, capsys):
+def test_weights_import_writes_every_value_and_overwrites_only_with_force(r50_checkpoint, tmp_path, capsys):
+    # In-process; tests/cli/test_model_refs_cli.py runs `weights import` through the console script.
     prefix, values = r50_checkpoint
     out = tmp_path / "r50.weights.h5"
-    result = _run_script("weights", "import", str(prefix.parent), "--arch", "resnet50", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert "267 variables" in result.stdout and out.is_file()
+    code, stdout, stderr = run(capsys, "weights", "import", str(prefix.parent), "--arch", "resnet50", "--out", str(out))
+    assert code == 0, stderr
+    assert "267 variables" in stdout and out.is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
     from finegrain.models import create_model
