@@ -47,7 +47,16 @@ class FixedPaddingConv2D(layers.Conv2D):
 
     Stride 1: SAME padding. Stride > 1: pad total k-1 (floor before, ceil after) independently of the
     input size, then VALID; Keras' own "same" would pad asymmetrically depending on the input size.
+
+    Speed (CPU): a 1x1 kernel runs as one matrix product over the pixels, and a larger kernel whose
+    output map is at most `PATCH_MATMUL_MAX_SIZE` on a side (static shapes: the last stages of small
+    images) as one product over its patches (im2col). oneDNN's convolution kernels, the weight
+    gradient above all, run such shapes 2-3x slower than the matmul (per-layer figures:
+    `benchmarks/bench_train.py --profile`); the sums are the same, so the outputs match the plain
+    convolution up to float round-off, and the variables are unchanged.
     """
+
+    PATCH_MATMUL_MAX_SIZE = 2
 
     def __init__(self, filters: int, kernel_size: int | tuple, strides: int | tuple = 1, **kwargs: Any) -> None:
         kwargs.setdefault("use_bias", False)
@@ -77,6 +86,30 @@ class FixedPaddingConv2D(layers.Conv2D):
 
     def compute_output_shape(self, input_shape):
         return super().compute_output_shape(self._padded_shape(input_shape))
+
+    def convolution_op(self, inputs, kernel):
+        if self.data_format != "channels_last":
+            return super().convolution_op(inputs, kernel)
+        kernel_height, kernel_width, in_channels, filters = kernel.shape
+        stride = self.strides[0]
+        if (kernel_height, kernel_width) == (1, 1):
+            pixels = inputs[:, ::stride, ::stride] if stride > 1 else inputs  # VALID 1x1 = subsample
+            shape = ops.shape(pixels)
+            product = ops.matmul(ops.reshape(pixels, (-1, in_channels)), ops.reshape(kernel, (in_channels, filters)))
+            return ops.reshape(product, (shape[0], shape[1], shape[2], filters))
+        out_size = super().compute_output_shape(inputs.shape)[1:3]  # strided convs arrive padded, for VALID
+        if None in out_size or max(out_size) > self.PATCH_MATMUL_MAX_SIZE:
+            return super().convolution_op(inputs, kernel)
+        if self.padding == "same":  # stride 1
+            inputs = ops.pad(inputs, ((0, 0), ((kernel_height - 1) // 2, kernel_height // 2),
+                                      ((kernel_width - 1) // 2, kernel_width // 2), (0, 0)))
+        out_height, out_width = out_size
+        patches = ops.concatenate(  # tap-major, then channel: the order of the kernel's flattened axes
+            [inputs[:, i: i + stride * (out_height - 1) + 1: stride, j: j + stride * (out_width - 1) + 1: stride]
+             for i in range(kernel_height) for j in range(kernel_width)], axis=-1)
+        product = ops.matmul(ops.reshape(patches, (-1, kernel_height * kernel_width * in_channels)),
+                             ops.reshape(kernel, (-1, filters)))
+        return ops.reshape(product, (-1, out_height, out_width, filters))
 
 
 def batch_norm(name: str, momentum: float = BN_MOMENTUM, dtype: Any = None,
@@ -109,11 +142,10 @@ class SelectiveKernel(layers.Layer):
         self.min_dim = min_dim
         self.bn_momentum = bn_momentum
         self.attention_dim = max(filters // reduction, min_dim)
-        self.fc1 = layers.Conv2D(self.attention_dim, 1, use_bias=False, kernel_initializer="variance_scaling",
-                                 name="sk_fc_1", dtype=self.dtype_policy)
+        # 1x1 convs on the pooled [B, 1, 1, C]: FixedPaddingConv2D runs them as plain matmuls.
+        self.fc1 = FixedPaddingConv2D(self.attention_dim, 1, name="sk_fc_1", dtype=self.dtype_policy)
         self.bn = batch_norm("batch_normalization", bn_momentum, dtype=self.dtype_policy)
-        self.fc2 = layers.Conv2D(2 * filters, 1, use_bias=False, kernel_initializer="variance_scaling",
-                                 name="sk_fc_2", dtype=self.dtype_policy)
+        self.fc2 = FixedPaddingConv2D(2 * filters, 1, name="sk_fc_2", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         if input_shape[-1] != 2 * self.filters:

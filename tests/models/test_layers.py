@@ -77,6 +77,34 @@ def test_fixed_padding_conv_pads_floor_ceil_then_valid():
     assert clone._pad == (1, 1) and clone.strides == (2, 2) and clone.padding == "valid"
 
 
+@pytest.mark.parametrize("kernel_size, strides, size", [
+    (1, 1, (5, 7)), (1, 2, (5, 7)),  # 1x1: a matmul over the (subsampled) pixels, any map size
+    (3, 1, (2, 2)), (3, 1, (1, 2)), (3, 2, (4, 3)), (7, 2, (3, 4)),  # output <= 2x2: a matmul over patches
+    (3, 1, (5, 6)), (3, 2, (8, 8)),  # larger maps: the convolution op itself
+])
+def test_fixed_padding_conv_matmul_forms_equal_the_convolution(kernel_size, strides, size):
+    import tensorflow as tf
+
+    x = tf.constant(RNG.standard_normal((3, *size, 6)).astype(np.float32))
+    conv = FixedPaddingConv2D(5, kernel_size, strides)
+    conv.build(x.shape)
+    upstream = tf.constant(RNG.standard_normal(conv.compute_output_shape(x.shape)).astype(np.float32))
+
+    def plain(inputs, kernel):  # what Conv2D itself computes on the fixed-padded input
+        inputs = tf.pad(inputs, ((0, 0), conv._pad, conv._pad, (0, 0)))
+        return tf.nn.conv2d(inputs, kernel, strides, conv.padding.upper())
+
+    results = []
+    for forward in (lambda: conv(x), lambda: plain(x, conv.kernel)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = forward()
+            loss = tf.reduce_sum(out * upstream)
+        results.append([out, *tape.gradient(loss, [x, conv.kernel])])
+    for mine, reference in zip(*results):  # output, input gradient, kernel gradient
+        np.testing.assert_allclose(_np(mine), _np(reference), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("little_hw", [(6, 8), (5, 8)])  # exactly 2x big (fast path), odd (cropped)
 def test_upsample_add_is_relu_of_little_plus_nearest_upsampled_big(little_hw):
     big = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
