@@ -10,7 +10,11 @@ The FLOP ratio sets what to expect: Assemble-ResNet-50 costs 1.40x the FLOPs of 
 allows when every op runs as fast per FLOP as a plain convolution.
 
 `--profile N` instead traces one step of each architecture with the TensorFlow profiler and prints
-the N most costly op types (forward / backward) and layer kinds, by summed op time.
+the N most costly op types (forward / backward), layers and layer kinds, by summed op time.
+
+Besides images/s the table shows the process's CPU seconds per step (user + system, all threads):
+other processes on a shared machine stretch wall time but hardly the CPU time a step needs, so the
+CPU ratio is the steadier estimate of what a dedicated machine would show.
 
 usage: python benchmarks/bench_train.py [--archs resnet50,assemble_resnet50] [--batch 32] [--size 64]
                                         [--steps 3] [--rounds 3] [--precision float32] [--keras-reference]
@@ -23,6 +27,7 @@ import argparse
 import collections
 import os
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -112,30 +117,47 @@ def main() -> None:
     first = next(iter(turns))
     rates: dict[str, list[float]] = {name: [] for name in turns}  # per turn
     best: dict[str, float] = {name: 0.0 for name in turns}  # the fastest single step of all turns
+    cpu: dict[str, list[float]] = {name: [] for name in turns}  # CPU seconds per step, per turn
     for round_index in range(args.rounds):
         for name, turn in turns.items():
+            cpu_start = cpu_seconds()
             times = turn()
+            cpu[name].append((cpu_seconds() - cpu_start) / len(times))
             rates[name].append(len(times) * args.batch / sum(times))
             best[name] = max(best[name], args.batch / min(times))
         print(f"round {round_index + 1}: " + ", ".join(
-            f"{name} {rates[name][-1]:.1f} img/s ({rates[name][-1] / rates[first][-1]:.2f}x)" for name in turns),
-            flush=True)
+            f"{name} {rates[name][-1]:.1f} img/s ({rates[name][-1] / rates[first][-1]:.2f}x, "
+            f"CPU {cpu[first][-1] / cpu[name][-1]:.2f}x)" for name in turns), flush=True)
 
     # On a shared machine the load drifts between rounds and stalls single steps; the ratio within a
     # round (back-to-back turns) is steadier than the ratio of medians, and the fastest step of each
-    # (the one least disturbed) steadier still, so all three are printed.
+    # (the one least disturbed) steadier still, and the CPU time a step takes steadiest (the load
+    # stretches wall time, hardly CPU time), so all four are printed. CPU ratio: first's / this one's.
     print(f"\nbatch {args.batch}, {args.size}x{args.size}, {args.precision}, CPU threads default, "
           f"{args.rounds} turns x {args.steps} steps each")
     width = max(len(name) for name in turns)
-    print(f"{'':{width}}  {'median img/s':>12}  {'ratio':>6}  {'per-round ratio':>15}  {'best step img/s':>15}  {'ratio':>6}")
+    print(f"{'':{width}}  {'median img/s':>12}  {'ratio':>6}  {'per-round ratio':>15}  {'best step img/s':>15}  "
+          f"{'ratio':>6}  {'CPU s/step':>10}  {'ratio':>6}")
     for name in turns:
         median = statistics.median(rates[name])
         round_ratio = statistics.median(a / b for a, b in zip(rates[name], rates[first]))
+        cpu_step = statistics.median(cpu[name])
         print(f"{name:{width}}  {median:12.2f}  {median / statistics.median(rates[first]):5.2f}x  "
-              f"{round_ratio:14.2f}x  {best[name]:15.2f}  {best[name] / best[first]:5.2f}x")
+              f"{round_ratio:14.2f}x  {best[name]:15.2f}  {best[name] / best[first]:5.2f}x  "
+              f"{cpu_step:10.3f}  {statistics.median(cpu[first]) / cpu_step:5.2f}x")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
 
 def print_profile(arch: str, turn: Callable[[], list[float]], top: int) -> None:
-    """Trace `turn` with the TensorFlow profiler; print op time summed by op type and by layer kind."""
+    """Trace `turn` with the TensorFlow profiler; print op time summed by op type, layer and layer kind.
+
+    Layers are named by their name scope in the step's graph (Keras may append a call suffix: `_1`).
+    """
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -147,6 +169,7 @@ def print_profile(arch: str, turn: Callable[[], list[float]], top: int) -> None:
         space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
     by_type: collections.Counter = collections.Counter()
     by_kind: collections.Counter = collections.Counter()
+    by_layer: collections.Counter = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):
@@ -163,9 +186,11 @@ def print_profile(arch: str, turn: Callable[[], list[float]], top: int) -> None:
                 milliseconds = event.duration_ps / 1e9
                 by_type[("backward " if backward else "forward ") + op_type] += milliseconds
                 by_kind[kind] += milliseconds
+                by_layer[layer] += milliseconds
     total = sum(by_type.values())
     print(f"\n{arch}: {wall:.2f} s wall for the traced steps, op time summed over threads {total / 1e3:.2f} s")
-    for title, counter in (("op types", by_type), ("layer kinds", by_kind)):
+    for title, counter in (("op types", by_type), ("layers (forward + backward)", by_layer),
+                           ("layer kinds", by_kind)):
         print(f"  top {title}:")
         for key, milliseconds in counter.most_common(top):
             print(f"    {100 * milliseconds / total:5.1f}%  {key}")
