@@ -3,7 +3,17 @@
 Prints images/s of (1) decode only, (2) the `imagenet` training pipeline (fused decode-and-crop,
 resize 224, flip), (3) that pipeline + AutoAugment `good` + mixup type 1, and the ratios to (1).
 Target: (3) >= 0.6 x (1). Usage: .venv/bin/python benchmarks/bench_pipeline.py [--images 400] [--batches 16] [--batch-size 32]
-[--photo-size 500x400] (FGVC-Aircraft's photos, banner cropped, are about 1000x700: --photo-size 1000x700).
+[--photo-size 500x400] (FGVC-Aircraft's photos, banner cropped, are about 1000x700: --photo-size 1000x700)
+[--gpu-images-per-s 250,500,1000,2000].
+
+Cores per GPU: pipeline (3) at 224 px is run again with tf.data's private thread pool limited to 1 and
+to 2 threads (intra-op parallelism 1), so the images/s one core delivers is measured, not assumed; the
+cores one GPU needs are its training-step images/s divided by the smaller per-core figure (also
+printed: divided by the images per CPU-second of the 1-thread run, the figure that holds when idle). No GPU is
+measured here: the consumption rates are an input (`--gpu-images-per-s`, the training-step images/s
+that `benchmarks/bench_gpu.py --modes train` prints on the GPU in question). The defaults, 250, 500,
+1000 and 2000 images/s, only span the range from an older card at float32 to a recent one at mixed
+precision for a ResNet-50-sized model at 224 px; they are not measurements.
 
 Steady state, like with like: every pipeline is timed inside one epoch of the same files. A real
 epoch holds thousands of images, so the drain and restart of the parallel pipeline at an epoch's
@@ -15,6 +25,7 @@ enough for the warm-up and the timed batches of every pipeline.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import tempfile
@@ -76,6 +87,27 @@ def rates(makers: dict, batch: int, batches: int, repeats: int) -> dict[str, tup
     return {name: (statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs)) for name, runs in results.items()}
 
 
+def limited(ds, threads: int):
+    """`ds` on a private tf.data thread pool of `threads` threads, one thread per op."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options)
+
+
+def rates_list(text: str) -> list[float]:
+    """`R[,R...]` -> positive images/s values."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of images/s, e.g. 500,1000") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: every rate must be positive")
+    return values
+
+
 def photo_size(text: str) -> tuple[int, int]:
     """`WxH` -> (W, H), each 64..4096 pixels."""
     try:
@@ -95,6 +127,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--photo-size", type=photo_size, default=(500, 400), metavar="WxH",
                         help="about how large the photos are, e.g. 1000x700 (FGVC-Aircraft); default 500x400")
+    parser.add_argument("--gpu-images-per-s", type=rates_list, default=[250.0, 500.0, 1000.0, 2000.0], metavar="R[,R...]",
+                        help="training-step images/s of one GPU (an input: bench_gpu.py --modes train measures it)")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -140,6 +174,19 @@ def main() -> None:
                   f"{cpu:16.2f}{decode_cpu / cpu:6.2f}x")
         print("target: full pipeline >= 0.60x decode only (decoded img/s). The machine may be shared: compare ratios,\n"
               "not absolutes; the CPU-time ratio (decode CPU / pipeline CPU per decoded image) is the steadier one.")
+
+        full_pipeline = pipeline(autoaugment="good", mixup_type=1)()
+        per_threads = rates({n: (lambda n=n: limited(full_pipeline, n)) for n in (1, 2)}, b, args.batches, args.repeats)
+        per_core = min(per_threads[1][0], per_threads[2][0] / 2)
+        print(f"\ncores per GPU: pipeline (3) at 224 px, output (mixed) images/s on a private pool of n threads")
+        for n, (rate, cpu) in per_threads.items():
+            print(f"  {n} thread{'s' if n > 1 else ' '}: {rate:7.0f} img/s = {rate / n:6.0f} per core   (CPU {cpu:.2f} ms per output image)")
+        per_cpu_second = 1e3 / per_threads[1][1]  # output images per second of one core's CPU time
+        print(f"  per core: {per_core:.0f} img/s (the smaller wall figure; on a busy machine the 2-thread one drops),"
+              f" {per_cpu_second:.0f} img/s per CPU-second (1 thread)")
+        print("  cores one GPU needs (its consumption rate is an input):   by wall   by CPU time")
+        for r in args.gpu_images_per_s:
+            print(f"    GPU at {r:7.0f} img/s {'':>31}{math.ceil(r / per_core):4d} {math.ceil(r / per_cpu_second):11d}")
 
 
 if __name__ == "__main__":
