@@ -8,6 +8,7 @@ Data sets tfds has no builder for have one in `finegrain.data.builders`, loaded 
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from contextlib import contextmanager, redirect_stdout
@@ -269,7 +270,9 @@ def load_tfds_split(
         labels = np.concatenate([_label_index(builder, record, s, data_dir) for s in spec.source.split("+")])
         num_examples = int(np.count_nonzero((labels >= start) & (labels < stop)))
 
-    index_table: list[Any] = []  # tfds_id -> position, built on first use and kept for later epochs
+    @functools.cache  # tfds_id -> position: built on first use, kept for later epochs
+    def index_of() -> Any:
+        return _example_index(builder, record, spec, data_dir)
 
     def make(shuffle_seed: int | None, with_index: bool = False) -> tf.data.Dataset:
         read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=with_index)
@@ -279,11 +282,9 @@ def load_tfds_split(
             shuffle_files=shuffle_seed is not None,
             read_config=read_config,
         )
-        if with_index and not index_table:
-            index_table.append(_example_index(builder, record, spec, data_dir))
-        index_of = index_table[0] if with_index else None
+        position = index_of() if with_index else None
         ds = ds.map(lambda x: (x["image"], tf.cast(x[record.label_key], tf.int64),
-                               *((index_of(x["tfds_id"]),) if with_index else ())))
+                               *((position(x["tfds_id"]),) if with_index else ())))
         if spec.classes is not None:
             ds = ds.filter(lambda image, label, *index: (label >= start) & (label < stop))
             if start:

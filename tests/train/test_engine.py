@@ -37,7 +37,7 @@ def recipe_2x2():
     # DropBlock on: the resume test then also covers its keep-prob schedule and random masks.
     # Evaluation after epoch 2 only: the interrupted run skips an evaluation it does not need.
     return tiny_recipe(model={"dropblock": True}, train={"epochs": 2, "batch_size": 8, "steps_per_epoch": 2},
-                        eval={"every_epochs": 2})
+                       eval={"every_epochs": 2})
 
 
 @pytest.fixture(scope="module")
