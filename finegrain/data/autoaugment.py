@@ -337,32 +337,45 @@ def policy_tables(policy: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return ops, probs, levels
 
 
+IDENTITY = len(OPS)  # op index of "not applied": the 16th branch of the switch
+
+
 def apply_op(image: tf.Tensor, op: tf.Tensor, level: tf.Tensor, sign: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Apply OPS[op] with a given level and sign."""
-    branches = [lambda f=f: f(image, level, sign, seed) for f in OPS.values()]
+    """Apply OPS[op] with a given level and sign; op == IDENTITY returns the image unchanged."""
+    branches = [lambda f=f: f(image, level, sign, seed) for f in OPS.values()] + [lambda: image]
     out = tf.switch_case(op, branches)
     out.set_shape(image.shape)
     return out
 
 
-def autoaugment(image: tf.Tensor, policy: str, seed: tf.Tensor) -> tf.Tensor:
-    """Apply one uniformly chosen sub-policy of `policy` to a uint8 [h, w, 3] image; `seed`: int [2]."""
+def draw_policy(policy: str, seed: tf.Tensor, count: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Every random choice of `count` policy applications in one vectorised draw.
+
+    Returns (op [count, 2] int32, IDENTITY where the op's coin says no; level [count, 2] float32;
+    sign [count, 2] float32 +-1). The training pipeline draws a whole epoch at once: per image, a
+    random op, the table lookups and a cond cost ~0.1 ms in a tf.data map, a fifth of the policy.
+    """
     ops, probs, levels = policy_tables(policy)
-    # All choices from one draw: in a tf.data map each random op costs ~25 us, as much as a cheap op.
-    draws = tf.random.stateless_uniform([5], seed)  # sub-policy, 2 coins, 2 signs
-    count = tf.shape(ops)[0]
-    choice = tf.minimum(tf.cast(draws[0] * tf.cast(count, tf.float32), tf.int32), count - 1)
-    signs = tf.where(draws[3:5] < 0.5, -1.0, 1.0)
+    draws = tf.random.stateless_uniform(tf.stack([count, 5]), seed)  # sub-policy, 2 coins, 2 signs
+    subs = tf.shape(ops)[0]
+    choice = tf.minimum(tf.cast(draws[:, 0] * tf.cast(subs, tf.float32), tf.int32), subs - 1)
+    op = tf.where(draws[:, 1:3] < tf.gather(probs, choice), tf.gather(ops, choice), IDENTITY)
+    return op, tf.gather(levels, choice), tf.where(draws[:, 3:5] < 0.5, -1.0, 1.0)
+
+
+def apply_policy(image: tf.Tensor, op: tf.Tensor, level: tf.Tensor, sign: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Apply one drawn sub-policy (op, level, sign: [2] each, from `draw_policy`) to a uint8 [h, w, 3] image."""
     with _branches_run_as_functions():
         for stage in range(2):
             op_seed = seed + tf.constant([0, stage + 1], seed.dtype)  # Cutout's own stream (another Philox key)
-            image = tf.cond(  # the cond skips the 15-way switch entirely when the op is not applied
-                draws[1 + stage] < probs[choice, stage],
-                lambda stage=stage, op_seed=op_seed: apply_op(image, ops[choice, stage], levels[choice, stage],
-                                                              signs[stage], op_seed),
-                lambda: image,
-            )
+            image = apply_op(image, op[stage], level[stage], sign[stage], op_seed)
     return image
+
+
+def autoaugment(image: tf.Tensor, policy: str, seed: tf.Tensor) -> tf.Tensor:
+    """Apply one uniformly chosen sub-policy of `policy` to a uint8 [h, w, 3] image; `seed`: int [2]."""
+    op, level, sign = draw_policy(policy, seed, 1)
+    return apply_policy(image, op[0], level[0], sign[0], seed)
 
 
 @contextlib.contextmanager

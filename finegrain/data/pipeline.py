@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from finegrain.data.autoaugment import POLICIES, autoaugment as apply_autoaugment
+from finegrain.data.autoaugment import POLICIES, apply_policy, draw_policy
 from finegrain.data.preprocessing import eval_image, geometry, train_image
 from finegrain.data.splits import Split
 from finegrain.errors import UserError
@@ -27,10 +27,10 @@ def steps_per_epoch(num_examples: int, batch_size: int, mixup_type: int = 0) -> 
     return num_examples // (batch_size * (2 if mixup_type == 1 else 1))
 
 
-def _epoch_seeds(seed: int, epoch: int) -> tuple[int, tf.Tensor, tf.Tensor]:
-    """(shuffle seed, per-example base seed [2], per-batch base seed [2]) for one epoch."""
-    shuffle_seed, a, b, c, d = (int(v) for v in np.random.SeedSequence([seed, epoch]).generate_state(5) // 2)
-    return shuffle_seed, tf.constant([a, b], tf.int64), tf.constant([c, d], tf.int64)
+def _epoch_seeds(seed: int, epoch: int) -> tuple[int, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(shuffle seed, per-example base seed [2], per-batch base seed [2], AutoAugment seed [2]) for one epoch."""
+    shuffle_seed, *keys = (int(v) for v in np.random.SeedSequence([seed, epoch]).generate_state(7) // 2)
+    return shuffle_seed, *(tf.constant(keys[i : i + 2], tf.int64) for i in (0, 2, 4))
 
 
 def _check(split: Split, image_size: int, preprocessing: str, batch_size: int) -> None:
@@ -77,23 +77,27 @@ def train_batches(
             f"split {split.name!r} has {split.num_examples} images, fewer than one batch ({group}): lower the batch size"
         )
     num_classes = split.num_classes
-    shuffle_seed, example_base, batch_base = _epoch_seeds(seed, epoch)
+    shuffle_seed, example_base, batch_base, policy_base = _epoch_seeds(seed, epoch)
 
-    # Every per-example random number of the epoch in two vectorised draws, zipped to the examples
+    # Every per-example random number of the epoch in a few vectorised draws, zipped to the examples
     # (a random op costs ~25 us in a tf.data map; per example that added up to ~0.3 ms).
     seed_table = tf.random.stateless_uniform([split.num_examples, 2, 2], example_base, minval=None, maxval=None, dtype=tf.int64)
+    randoms = (seed_table,)
+    if autoaugment:
+        randoms += draw_policy(autoaugment, policy_base, split.num_examples)
 
     def example(encoded: tf.Tensor, label: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
         *position, seeds = rest  # position: the example's index in the split, when targets are looked up
+        seeds, *policy = seeds
         image = train_image(encoded, seeds[0], image_size=image_size, preprocessing=preprocessing)
         if autoaugment:
-            image = apply_autoaugment(image, autoaugment, seeds[1])
+            image = apply_policy(image, *policy, seeds[1])
         # uint8 until batched: 4x less memory to copy
         return (image, tf.one_hot(label, num_classes, dtype=tf.float32), *((label, *position) if position else ()))
 
     with_index = example_targets is not None
     ds = tf.data.Dataset.zip(split.shuffled(shuffle_seed, with_index=with_index),
-                             tf.data.Dataset.from_tensor_slices(seed_table))
+                             tf.data.Dataset.from_tensor_slices(randoms))
     ds = ds.map(lambda x, seeds: example(*x, seeds), num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)  # safety net: folder images were already checked up front
 
