@@ -4,7 +4,7 @@ Prints images/s of (1) decode only, (2) the `imagenet` training pipeline (fused 
 resize 224, flip), (3) that pipeline + AutoAugment `good` + mixup type 1, and the ratios to (1).
 Target: (3) >= 0.6 x (1). Usage: .venv/bin/python benchmarks/bench_pipeline.py [--images 400] [--batches 16] [--batch-size 32]
 [--photo-size 500x400] (FGVC-Aircraft's photos, banner cropped, are about 1000x700: --photo-size 1000x700)
-[--gpu-images-per-s 250,500,1000,2000].
+[--gpu-images-per-s 250,500,1000,2000] [--per-op].
 
 Cores per GPU: pipeline (3) at 224 px is run again with tf.data's private thread pool limited to 1 and
 to 2 threads (intra-op parallelism 1), so the images/s one core delivers is measured, not assumed; the
@@ -14,6 +14,10 @@ measured here: the consumption rates are an input (`--gpu-images-per-s`, the tra
 that `benchmarks/bench_gpu.py --modes train` prints on the GPU in question). The defaults, 250, 500,
 1000 and 2000 images/s, only span the range from an older card at float32 to a recent one at mixed
 precision for a ResNet-50-sized model at 224 px; they are not measurements.
+
+Where AutoAugment's time goes (`--per-op`): each op's CPU time per application inside a tf.data map
+(one thread, steady state), beside how often the `good` policy applies it; their product summed is
+the policy's expected cost per image, next to the measured cost of the policy as drawn.
 
 Steady state, like with like: every pipeline is timed inside one epoch of the same files. A real
 epoch holds thousands of images, so the drain and restart of the parallel pipeline at an epoch's
@@ -97,6 +101,60 @@ def limited(ds, threads: int):
     return ds.with_options(options)
 
 
+def autoaugment_costs(split, image_size: int, policy: str, images: int, repeats: int) -> None:
+    """Print each AutoAugment op's CPU ms per application in a 1-thread map, and the policy's expected and
+    measured CPU ms per image. Every variant keeps one iterator (steady state, no prefetch threads) and
+    the variants take turns; an op's cost is its variant's time minus that of the identity policy."""
+    import tensorflow as tf
+
+    from finegrain.data.autoaugment import IDENTITY, OPS, POLICIES, apply_policy, draw_policy
+    from finegrain.data.preprocessing import train_image
+
+    names = list(OPS)
+    subs = POLICIES[policy]
+    frequency = {name: sum(p for sub in subs for op, p, _ in sub if op == name) / len(subs) for name in names}
+    level = {name: statistics.mean([lv for sub in subs for op, _, lv in sub if op == name] or [5.0]) for name in names}
+    drawn = draw_policy(policy, tf.constant([0, 1], tf.int64), split.num_examples)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_optimization.inject_prefetch = False
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+
+    def variant(choose):
+        def example(encoded, label, i):
+            image = train_image(encoded, tf.stack([i, 7]), image_size=image_size, preprocessing="imagenet")
+            return apply_policy(image, *choose(i))
+        ds = split.dataset.enumerate().map(lambda i, x: example(*x, i), num_parallel_calls=1)
+        it = iter(ds.repeat().batch(50).with_options(options))
+        next(it)
+        return it
+
+    def fixed(k: int):  # op k at the first stage (at its mean level in the policy), nothing at the second
+        lv = level[names[k]] if k < IDENTITY else 0.0
+        return lambda i: (tf.constant([k, IDENTITY]), tf.constant([lv, 0.0]), tf.ones([2]), tf.stack([i, 7 * i]))
+
+    variants = {"identity": variant(fixed(IDENTITY)), "policy": variant(lambda i: (*(t[i] for t in drawn), tf.stack([i, 7 * i])))}
+    variants.update({name: variant(fixed(k)) for k, name in enumerate(names)})
+    cpu = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, it in variants.items():
+            start = time.process_time()
+            for _ in range(max(1, images // 50)):
+                next(it)
+            cpu[name].append((time.process_time() - start) * 1e3 / (50 * max(1, images // 50)))
+    ms = {name: statistics.median(v) for name, v in cpu.items()}
+    base = ms["identity"]
+    print(f"\nAutoAugment {policy!r} at {image_size} px, CPU ms per image in a 1-thread map (crop + resize + flip: {base:.2f})")
+    print(f"{'op':<14}{'ms/use':>8}{'uses/image':>12}{'ms/image':>10}")
+    expected = 0.0
+    for name in sorted(names, key=lambda n: -(ms[n] - base) * frequency[n]):
+        cost = ms[name] - base
+        expected += cost * frequency[name]
+        print(f"{name:<14}{cost:8.2f}{frequency[name]:12.3f}{cost * frequency[name]:10.3f}")
+    print(f"expected {expected:.2f} ms per image; the policy as drawn measured {ms['policy'] - base:.2f} ms per image")
+
+
 def rates_list(text: str) -> list[float]:
     """`R[,R...]` -> positive images/s values."""
     try:
@@ -129,6 +187,7 @@ def main() -> None:
                         help="about how large the photos are, e.g. 1000x700 (FGVC-Aircraft); default 500x400")
     parser.add_argument("--gpu-images-per-s", type=rates_list, default=[250.0, 500.0, 1000.0, 2000.0], metavar="R[,R...]",
                         help="training-step images/s of one GPU (an input: bench_gpu.py --modes train measures it)")
+    parser.add_argument("--per-op", action="store_true", help="also print where AutoAugment's CPU time goes, op by op")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -187,6 +246,8 @@ def main() -> None:
         print("  cores one GPU needs (its consumption rate is an input):   by wall   by CPU time")
         for r in args.gpu_images_per_s:
             print(f"    GPU at {r:7.0f} img/s {'':>31}{math.ceil(r / per_core):4d} {math.ceil(r / per_cpu_second):11d}")
+        if args.per_op:
+            autoaugment_costs(split, 224, "good", 200, args.repeats)
 
 
 if __name__ == "__main__":
