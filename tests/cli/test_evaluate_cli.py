@@ -101,7 +101,7 @@ def test_retrieval_eval_on_a_run(run_dir, tmp_path, capsys):
                          "--plot", str(plot), "--save-embeddings", str(tmp_path / "emb.npy"))
     assert code == 0, err
     report = json.loads(out)
-    assert report["num_gallery"] == 400 and report["num_classes"] == 5 and report["num_lone"] == 0
+    assert report["num_gallery"] == 700 and report["num_classes"] == 5 and report["num_lone"] == 0
     assert set(report["recall_at_k"]) == {"1", "2", "4", "8"}  # the synthetic set's default Ks
     assert 0.0 <= report["map_at_r"] <= report["recall_at_k"]["8"] <= 1.0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

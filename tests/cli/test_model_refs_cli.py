@@ -73,7 +73,7 @@ def test_eval_retrieval_eval_and_predict_take_the_reference(ref, capsys):
     code, out, err = run(capsys, "retrieval-eval", "--model", reference, *extra, "--dataset", "synthetic",
                          "--image-size", "32", "--json")
     assert code == 0, err
-    assert json.loads(out)["num_gallery"] == 400
+    assert json.loads(out)["num_gallery"] == 700
     from finegrain.data.synthetic import ensure_synthetic
 
     image = sorted((ensure_synthetic()[0] / "test").glob("*/*.jpg"))[0]

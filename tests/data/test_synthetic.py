@@ -24,7 +24,7 @@ def test_same_seed_same_images_other_seed_differs(tmp_path):
 def test_catalog_splits(synthetic_dir):
     train = load_split("synthetic", "train", data_dir=synthetic_dir)
     test = load_split("synthetic", "test", data_dir=synthetic_dir)
-    assert (train.num_examples, test.num_examples, train.num_classes) == (600, 200, 10)
+    assert (train.num_examples, test.num_examples, train.num_classes) == (1200, 200, 10)
     assert sorted(train.class_names) == sorted(CLASS_NAMES) and not train.skipped
     image, _ = next(train.dataset.as_numpy_iterator())
     import io
@@ -32,5 +32,5 @@ def test_catalog_splits(synthetic_dir):
     assert np.asarray(Image.open(io.BytesIO(image))).shape == (64, 64, 3)
     r_train = load_split("synthetic", "retrieval_train", data_dir=synthetic_dir)
     r_test = load_split("synthetic", "retrieval_test", data_dir=synthetic_dir)
-    assert r_train.num_examples == r_test.num_examples == 400
+    assert r_train.num_examples == r_test.num_examples == 700
     assert not set(r_train.class_names) & set(r_test.class_names)

@@ -105,14 +105,14 @@ def test_add_appends_new_images_only(retrieval_run, synthetic_root, test_folder,
     loaded = load_model(retrieval_run)
     card, added, skipped = add_to_index(out, loaded, load_split(synthetic_root, "all"), str(synthetic_root),
                                         batch_size=BATCH, chunk_size=CHUNK)
-    assert (added, skipped) == (600, 200)
+    assert (added, skipped) == (1200, 200)
     stored = read_index(out)
-    assert len(stored) == 800 and card["gallery"]["count"] == 800 and card["added"][0]["count"] == 600
+    assert len(stored) == 1400 and card["gallery"]["count"] == 1400 and card["added"][0]["count"] == 1200
     assert stored.ids[:200] == read_index(reference_index).ids
     assert stored.class_names == read_index(reference_index).class_names  # same folders, same labels
-    new = stored.index.reconstruct_n(200, 600)
+    new = stored.index.reconstruct_n(200, 1200)
     _, rows = search_index(stored, new, 1)
-    scores = (new * stored.index.reconstruct_n(0, 800)[rows[:, 0]]).sum(1)
+    scores = (new * stored.index.reconstruct_n(0, 1400)[rows[:, 0]]).sum(1)
     assert np.allclose(scores, 1, atol=1e-5)  # each added image's nearest item is itself (or an exact twin)
     assert not work_directory(out, "add-partial").exists()
 

@@ -117,7 +117,7 @@ def test_a_killed_computation_continues_to_the_same_targets(targets_dir, teacher
 
 def test_targets_of_another_split_are_refused_in_one_line(targets_dir, tmp_path, capsys):
     test_split = load_split("synthetic", "test")
-    with pytest.raises(UserError, match="computed for synthetic/train \\(600 images\\), not for this synthetic/test"):
+    with pytest.raises(UserError, match="computed for synthetic/train \\(1,200 images\\), not for this synthetic/test"):
         teacher_lookup(targets_dir, test_split, "synthetic", 10, 0, 1.0)
     # a folder that gained one image, or renamed one: same source and split names, another item list
     folder = tmp_path / "photos"
@@ -141,7 +141,7 @@ def test_a_recipe_with_stale_targets_stops_before_the_run_directory_is_made(targ
                       f"train_split: test}}\ntrain: {{epochs: 1, batch_size: 8, steps_per_epoch: 1, "
                       f"kd_targets: {targets_dir}}}\n")
     code, out, err = run(capsys, "tune", "--recipe", str(recipe), "--run-dir", str(tmp_path / "run"))
-    assert code == 2 and "were computed for synthetic/train (600 images), not for this synthetic/test" in err
+    assert code == 2 and "were computed for synthetic/train (1,200 images), not for this synthetic/test" in err
     assert not (tmp_path / "run").exists()
 
 
