@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
-from finegrain.data.autoaugment import GOOD_POLICY, IMAGENET_POLICY, OPS, autoaugment
+from finegrain.data.autoaugment import GOOD_POLICY, IDENTITY, IMAGENET_POLICY, OPS, autoaugment, draw_policy
 
 SIZES = [(17, 23), (31, 9), (64, 48)]
 SEED = tf.constant([3, 4], tf.int64)
@@ -50,6 +50,18 @@ def test_policies_on_odd_sizes_are_deterministic(policy):
             assert np.array_equal(out, fn(image, seed))
             changed += int(not np.array_equal(out, image))
     assert changed > 0
+
+
+def test_drawn_choices_follow_the_policy_table():
+    op, level, sign = (t.numpy() for t in draw_policy("imagenet", tf.constant([5, 6], tf.int64), 40_000))
+    names = list(OPS)
+    for stage in range(2):
+        applied = op[:, stage] != IDENTITY
+        expected = np.mean([sub[stage][1] for sub in IMAGENET_POLICY])  # sub-policies are equally likely
+        assert abs(applied.mean() - expected) < 0.01, stage
+        pairs = {(names[o], lv) for o, lv in zip(op[applied, stage], level[applied, stage])}
+        assert pairs == {(name, lv) for sub in IMAGENET_POLICY for name, p, lv in [sub[stage]] if p > 0}
+    assert set(np.unique(sign)) == {-1.0, 1.0} and abs((sign > 0).mean() - 0.5) < 0.01
 
 
 def run(name, image, level=5.0, sign=1.0):
