@@ -115,26 +115,25 @@ def autoaugment_costs(split, image_size: int, policy: str, images: int, repeats:
     frequency = {name: sum(p for sub in subs for op, p, _ in sub if op == name) / len(subs) for name in names}
     level = {name: statistics.mean([lv for sub in subs for op, _, lv in sub if op == name] or [5.0]) for name in names}
     drawn = draw_policy(policy, tf.constant([0, 1], tf.int64), split.num_examples)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    options.experimental_optimization.inject_prefetch = False
-    options.threading.private_threadpool_size = 1
-    options.threading.max_intra_op_parallelism = 1
+    no_background_work = tf.data.Options()  # nothing runs between timings: no autotuning, no prefetch
+    no_background_work.autotune.enabled = False
+    no_background_work.experimental_optimization.inject_prefetch = False
 
     def variant(choose):
+        """A steady iterator over batches of 50 images, each cropped and given the policy `choose(i)`."""
         def example(encoded, label, i):
             image = train_image(encoded, tf.stack([i, 7]), image_size=image_size, preprocessing="imagenet")
-            return apply_policy(image, *choose(i))
+            return apply_policy(image, *choose(i), tf.stack([i, 7 * i]))
         ds = split.dataset.enumerate().map(lambda i, x: example(*x, i), num_parallel_calls=1)
-        it = iter(ds.repeat().batch(50).with_options(options))
+        it = iter(limited(ds.repeat().batch(50), 1).with_options(no_background_work))
         next(it)
         return it
 
     def fixed(k: int):  # op k at the first stage (at its mean level in the policy), nothing at the second
         lv = level[names[k]] if k < IDENTITY else 0.0
-        return lambda i: (tf.constant([k, IDENTITY]), tf.constant([lv, 0.0]), tf.ones([2]), tf.stack([i, 7 * i]))
+        return lambda i: (tf.constant([k, IDENTITY]), tf.constant([lv, 0.0]), tf.ones([2]))
 
-    variants = {"identity": variant(fixed(IDENTITY)), "policy": variant(lambda i: (*(t[i] for t in drawn), tf.stack([i, 7 * i])))}
+    variants = {"identity": variant(fixed(IDENTITY)), "policy": variant(lambda i: tuple(t[i] for t in drawn))}
     variants.update({name: variant(fixed(k)) for k, name in enumerate(names)})
     cpu = {name: [] for name in variants}
     for _ in range(repeats):

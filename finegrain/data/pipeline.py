@@ -87,8 +87,8 @@ def train_batches(
         randoms += draw_policy(autoaugment, policy_base, split.num_examples)
 
     def example(encoded: tf.Tensor, label: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        *position, seeds = rest  # position: the example's index in the split, when targets are looked up
-        seeds, *policy = seeds
+        # position: the example's index in the split, when targets are looked up; then its draws
+        *position, (seeds, *policy) = rest
         image = train_image(encoded, seeds[0], image_size=image_size, preprocessing=preprocessing)
         if autoaugment:
             image = apply_policy(image, *policy, seeds[1])
@@ -98,7 +98,7 @@ def train_batches(
     with_index = example_targets is not None
     ds = tf.data.Dataset.zip(split.shuffled(shuffle_seed, with_index=with_index),
                              tf.data.Dataset.from_tensor_slices(randoms))
-    ds = ds.map(lambda x, seeds: example(*x, seeds), num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda x, drawn: example(*x, drawn), num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)  # safety net: folder images were already checked up front
 
     def batched(size: int) -> tf.data.Dataset:
