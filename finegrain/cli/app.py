@@ -60,7 +60,10 @@ def _load_plugins() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors and command-line mistakes become one red line, exit code 2."""
+    from finegrain.cli.console import open_consoles
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up chatter
+    open_consoles()
     try:
         _load_plugins()
         code = app(args=argv, prog_name="finegrain", standalone_mode=False)

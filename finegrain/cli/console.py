@@ -8,8 +8,24 @@ import tempfile
 
 from rich.console import Console
 
-out = Console()
-err = Console(stderr=True)
+out: Console
+err: Console
+
+
+def open_consoles() -> None:
+    """(Re)make `out` and `err` for the streams and environment as they are now.
+
+    rich settles colour and terminal-ness when a Console is made, while it writes to whatever
+    sys.stdout / sys.stderr are at print time. `main` calls this first, so a command run in-process
+    (tests, notebooks, a caller that redirected the streams) never prints with the colours of the
+    terminal that was there at import. Use them as `console.out` or import them inside a function.
+    """
+    global out, err
+    out = Console()
+    err = Console(stderr=True)
+
+
+open_consoles()
 
 
 def start_tensorflow() -> None:

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from finegrain.cli.console import err, out, start_tensorflow
+from finegrain.cli import console
+from finegrain.cli.console import start_tensorflow
 from finegrain.data.catalog import DATA_DIR_ENV, DEFAULT_DATA_DIR  # no TensorFlow behind this import
 
 DATA_DIR_HELP = f"Data directory (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})."
@@ -27,7 +28,7 @@ def _quiet_logs() -> None:
 def _result(line: str) -> None:
     """One result line on stdout, never hard-wrapped: rich would break it (paths included) at the console
     width, which is the terminal's, $COLUMNS or 80 when piped, so its text would depend on where it runs."""
-    out.print(line, soft_wrap=True, highlight=False, markup=False)
+    console.out.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 def fetch(
@@ -52,7 +53,7 @@ def fetch(
     from finegrain.data.tfds_source import fetch_tfds, split_sizes
 
     _quiet_logs()
-    err.print(f"fetching {record.title} ({record.tfds_name}) into {where}", soft_wrap=True, markup=False)
+    console.err.print(f"fetching {record.title} ({record.tfds_name}) into {where}", soft_wrap=True, markup=False)
     made = fetch_tfds(name, data_dir=where, manual_dir=manual_dir)
     sizes = ", ".join(f"{k} {v:,}" for k, v in split_sizes(name, where).items())
     if made:
@@ -88,7 +89,7 @@ def datasets(data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DA
                           if prepared else "generated on first use")
         paper = ", ".join(f"{k} {v:,}" for k, v in record.paper_sizes.items())
         table.add_row(record.name, f"{record.num_classes:,}", "yes" if prepared else "no", split_text or "-", paper)
-    out.print(table)
+    console.out.print(table)
 
 
 def register(app: typer.Typer) -> None:

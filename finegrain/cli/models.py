@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from finegrain.cli.console import out, start_tensorflow
+from finegrain.cli import console
+from finegrain.cli.console import start_tensorflow
 
 
 def models() -> None:
@@ -18,7 +19,7 @@ def models() -> None:
     from finegrain.models.architectures import IMAGENET_CLASSES, list_models, model_entry
 
     # Lines, not a table: a table cut to a narrow terminal or a pipe truncates the names themselves.
-    out.print(f"finegrain models (parameters with a {IMAGENET_CLASSES}-way head):", highlight=False)
+    console.out.print(f"finegrain models (parameters with a {IMAGENET_CLASSES}-way head):", highlight=False)
     rows = []
     for name in list_models():
         entry = model_entry(name)
@@ -29,8 +30,8 @@ def models() -> None:
         rows.append((name, f"{counts}, {weights}", entry.description))
     width = max(len(name) for name, _, _ in rows)
     for name, counts, description in rows:
-        out.print(f"[bold]{name:<{width}}[/]  {counts}", highlight=False, soft_wrap=True)
-        out.print(Padding(Text(description), (0, 0, 0, width + 2)))  # wraps under itself
+        console.out.print(f"[bold]{name:<{width}}[/]  {counts}", highlight=False, soft_wrap=True)
+        console.out.print(Padding(Text(description), (0, 0, 0, width + 2)))  # wraps under itself
 
 
 def import_weights(
@@ -48,7 +49,7 @@ def import_weights(
     from finegrain.models.refs import import_checkpoint
 
     report = import_checkpoint(checkpoint, arch, out_file, overwrite=force)
-    out.print(f"{report.arch}: {len(report.loaded)} variables from {report.checkpoint} -> {out_file}"
+    console.out.print(f"{report.arch}: {len(report.loaded)} variables from {report.checkpoint} -> {out_file}"
               + (f" (ignored {len(report.ignored)}: global_step / optimizer slots)" if report.ignored else ""))
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from finegrain.cli.console import out
+from finegrain.cli import console
 
 recipes_app = typer.Typer(help="List the shipped fine-tuning recipes, or show one.", no_args_is_help=False)
 
@@ -52,17 +52,17 @@ def recipes(ctx: typer.Context) -> None:
     # console's edge (the terminal wraps its lines) rather than losing text.
     widths = [max(len(name) for name, _, _ in rows), max(len("paper"), *(len(f) for _, f, _ in rows)), DESCRIPTION_WIDTH]
     least = sum(widths) + len("starts from") + 3 * (len(widths) + 1) + 1  # with the borders and padding
-    table = Table(title="recipes (finegrain tune --recipe NAME)", width=least if out.width < least else None)
+    table = Table(title="recipes (finegrain tune --recipe NAME)", width=least if console.out.width < least else None)
     table.add_column("name", style="bold", no_wrap=True, min_width=widths[0])
     table.add_column("paper", no_wrap=True, min_width=widths[1])
     table.add_column("starts from", min_width=len("starts from"))
     table.add_column("description", min_width=widths[2])
     for name, figure, description in rows:
         table.add_row(name, figure or "-", starts[name], description)
-    out.print(table, crop=False)
+    console.out.print(table, crop=False)
     missing = [name for name, start in starts.items() if start == "needs pretrained weights"]
     if missing:
-        out.print(f"{', '.join(missing)}: no weights of their backbone were released; pretrain it first, then "
+        console.out.print(f"{', '.join(missing)}: no weights of their backbone were released; pretrain it first, then "
                   "--set model.init=THAT_RUN (see `finegrain recipes show NAME`).", highlight=False, soft_wrap=True)
 
 
@@ -76,7 +76,7 @@ def show(
 
     from finegrain.train.recipe import load_recipe, recipe_yaml
 
-    out.print(Syntax(recipe_yaml(load_recipe(recipe, set_ or [])), "yaml", theme="ansi_dark", background_color="default", word_wrap=True))
+    console.out.print(Syntax(recipe_yaml(load_recipe(recipe, set_ or [])), "yaml", theme="ansi_dark", background_color="default", word_wrap=True))
 
 
 def register(app: typer.Typer) -> None:
