@@ -142,7 +142,7 @@ def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Ten
     `degenerate` is float32 and may broadcast against the image ([h, w, 1] grey, a scalar, ...).
     """
     out = degenerate + factor * (tf.cast(image, tf.float32) - degenerate)
-    return tf.cast(tf.clip_by_value(out, 0.0, 255.0), tf.uint8)
+    return tf.saturate_cast(out, tf.uint8)  # clip to 0..255 and truncate, as PIL does
 
 
 def _enhance_factor(level: tf.Tensor) -> tf.Tensor:
