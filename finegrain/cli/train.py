@@ -44,21 +44,27 @@ def tune(
     if resume is None:
         if run_dir is not None and not run_dir.strip():
             raise UserError("--run-dir is empty: name a new directory")
-        # Checked before TensorFlow's seconds of start-up.
-        run_dir = rundir.check_new(Path(run_dir) if run_dir else rundir.default_run_dir(loaded.name))
+        if (strategy or loaded.runtime.strategy) == "multiworker":  # every worker runs this; the chief claims later
+            run_dir = rundir.check_new(Path(run_dir) if run_dir else rundir.default_run_dir(loaded.name))
+        else:  # claimed before TensorFlow's seconds of start-up: runs started in the same second get their own
+            run_dir = rundir.claim_new(run_dir) if run_dir else rundir.claim_default(loaded.name)
     else:
         rundir.check_resumable(resume)
     from finegrain.cli.console import err, start_tensorflow
 
-    start_tensorflow()
-    from finegrain.train.engine import tune as run_tune
-
-    reporter = LogReporter() if quiet else RichReporter(err)
     target = resume or run_dir
     try:
+        start_tensorflow()
+        from finegrain.train.engine import tune as run_tune
+
+        reporter = LogReporter() if quiet else RichReporter(err)
         run_tune(loaded, target, resume=resume is not None, strategy=strategy, precision=precision, xla=xla,
                  reporter=reporter)
-    except KeyboardInterrupt:
+    except BaseException as e:
+        if resume is None:
+            rundir.release_unused(run_dir)  # failed before anything was written: the name is free again
+        if not isinstance(e, KeyboardInterrupt):
+            raise
         if rundir.has_checkpoint(target) or resume is not None:
             err.print(f"interrupted: continue with  finegrain tune --resume {target}", highlight=False, soft_wrap=True)
         else:

@@ -96,7 +96,7 @@ def tune(recipe: Recipe | None, run_dir: str | Path, *, resume: bool = False, st
     strat = make_strategy(recipe.runtime.strategy)
     chief = is_chief(strat)
     if not resume and chief:
-        rundir.prepare_new(run_dir)
+        rundir.claim_new(run_dir)
     work_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="finegrain-worker-"))
     try:
         with runtime_settings(recipe):

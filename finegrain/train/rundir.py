@@ -2,6 +2,7 @@
 
 ```
 RUN_DIR/
+  .claimed             made first, exclusively (O_EXCL): two runs started at once never share a directory
   model.json           the model card: arch, head, image size, eval preprocessing, classes, logit scale
   recipe.yaml          the resolved recipe (defaults + file + overrides + CLI runtime options)
   classes.json         class names, in logit order
@@ -21,6 +22,7 @@ loads it without the recipe parser or the engine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -47,10 +49,14 @@ WEIGHTS = WEIGHTS_FILE
 EXPORT = "export"
 CURVES = "curves.png"
 SUMMARY = "summary.json"
+CLAIM = ".claimed"
+
+# Directories this process claimed: the CLI claims before TensorFlow's start-up, the engine again.
+_claimed_here: set[Path] = set()
 
 
 def default_run_dir(recipe_name: str, root: str | os.PathLike = "runs") -> Path:
-    """runs/<recipe-name>-<YYYYmmdd-HHMMSS>."""
+    """runs/<recipe-name>-<YYYYmmdd-HHMMSS> (`claim_default` numbers it when that is taken)."""
     return Path(root) / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -59,23 +65,77 @@ def check_new(run_dir: str | os.PathLike) -> Path:
     run_dir = Path(run_dir)
     if str(run_dir).strip() == "":
         raise UserError("--run-dir is empty: name a new directory")
-    for parent in (run_dir, *run_dir.parents):
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"cannot create run directory {run_dir}: {parent} is a file")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    _check_no_file_in_the_way(run_dir)
+    if not _is_free(run_dir):
         hint = (f"continue it with --resume {run_dir}" if (run_dir / RECIPE).is_file()
                 else "it holds other files; choose a new --run-dir")
         raise UserError(f"run directory {run_dir} already exists: {hint}")
     return run_dir
 
 
-def prepare_new(run_dir: str | os.PathLike) -> Path:
-    run_dir = check_new(run_dir)
+def claim_new(run_dir: str | os.PathLike) -> Path:
+    """Take `run_dir` (absent or empty) for a new run, or raise UserError.
+
+    Checking that a directory is free and then writing to it is a race: two runs started in the
+    same second (a sweep started in a loop) would share it and overwrite each other. The claim file
+    is created with O_EXCL, so exactly one of them gets the directory. Claiming it again in this
+    process before anything else was written there returns it again.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.resolve() in _claimed_here and _holds_only_the_claim(run_dir):
+        return run_dir
+    if not _take(check_new(run_dir)):
+        raise UserError(f"run directory {run_dir} was just taken by another run: choose another --run-dir")
+    return run_dir
+
+
+def claim_default(recipe_name: str, root: str | os.PathLike = "runs") -> Path:
+    """Claim runs/<recipe-name>-<YYYYmmdd-HHMMSS>, or -2, -3, ... after it if runs started that second took it."""
+    base = default_run_dir(recipe_name, root)
+    _check_no_file_in_the_way(base)
+    for n in itertools.count(1):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if _is_free(candidate) and _take(candidate):  # not free, or taken in between: the next number
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def release_unused(run_dir: str | os.PathLike) -> None:
+    """Give back a claimed directory in which nothing was written (a command that failed before training)."""
+    run_dir = Path(run_dir)
+    if run_dir.resolve() not in _claimed_here:  # another process's claim (a multi-worker chief) is not ours to drop
+        return
+    _claimed_here.discard(run_dir.resolve())
+    if _holds_only_the_claim(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _check_no_file_in_the_way(run_dir: Path) -> None:
+    for parent in (run_dir, *run_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"cannot create run directory {run_dir}: {parent} is a file")
+
+
+def _is_free(run_dir: Path) -> bool:
+    """Absent, or an empty directory."""
+    return not (run_dir.exists() and any(run_dir.iterdir()))
+
+
+def _holds_only_the_claim(run_dir: Path) -> bool:
+    return run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [CLAIM]
+
+
+def _take(run_dir: Path) -> bool:
+    """Create `run_dir` if needed and its claim file exclusively; False when another run holds it."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(run_dir / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
-    return run_dir
+    _claimed_here.add(run_dir.resolve())
+    return True
 
 
 def check_resumable(run_dir: str | os.PathLike) -> Path:

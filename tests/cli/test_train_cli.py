@@ -50,6 +50,15 @@ def test_existing_run_dir_is_refused_and_resume_needs_a_run(tmp_path, capsys):
     assert code == 2 and "not a finegrain run directory" in output
 
 
+def test_a_run_that_fails_before_training_leaves_no_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad_data = ["--set", f"data.source={tmp_path / 'missing'}", "--quiet"]
+    for run_dir in ([], ["--run-dir", "mine"]):  # the default name, then an explicit one
+        code, output = run_cli(["tune", "--recipe", "synthetic_demo", *run_dir, *bad_data], capsys)
+        assert code == 2 and "does not exist" in output
+    assert not (tmp_path / "mine").exists() and not any((tmp_path / "runs").iterdir())
+
+
 def test_tune_help_does_not_import_tensorflow():
     code = ("import sys; from finegrain.cli.app import app; import finegrain.cli.train; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
