@@ -50,7 +50,7 @@ def import_weights(
 
     report = import_checkpoint(checkpoint, arch, out_file, overwrite=force)
     console.out.print(f"{report.arch}: {len(report.loaded)} variables from {report.checkpoint} -> {out_file}"
-              + (f" (ignored {len(report.ignored)}: global_step / optimizer slots)" if report.ignored else ""))
+                      + (f" (ignored {len(report.ignored)}: global_step / optimizer slots)" if report.ignored else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -63,7 +63,7 @@ def recipes(ctx: typer.Context) -> None:
     missing = [name for name, start in starts.items() if start == "needs pretrained weights"]
     if missing:
         console.out.print(f"{', '.join(missing)}: no weights of their backbone were released; pretrain it first, then "
-                  "--set model.init=THAT_RUN (see `finegrain recipes show NAME`).", highlight=False, soft_wrap=True)
+                          "--set model.init=THAT_RUN (see `finegrain recipes show NAME`).", highlight=False, soft_wrap=True)
 
 
 @recipes_app.command("show")

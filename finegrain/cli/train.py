@@ -60,17 +60,16 @@ def tune(
         reporter = LogReporter() if quiet else RichReporter(err)
         run_tune(loaded, target, resume=resume is not None, strategy=strategy, precision=precision, xla=xla,
                  reporter=reporter)
-    except BaseException as e:
-        if resume is None:
-            rundir.release_unused(run_dir)  # failed before anything was written: the name is free again
-        if not isinstance(e, KeyboardInterrupt):
-            raise
+    except KeyboardInterrupt:
         if rundir.has_checkpoint(target) or resume is not None:
             err.print(f"interrupted: continue with  finegrain tune --resume {target}", highlight=False, soft_wrap=True)
         else:
             err.print("interrupted before the first checkpoint: nothing was kept; run the same command again",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    finally:
+        if resume is None:
+            rundir.release_unused(run_dir)  # a no-op once the run wrote there; else the name is free again
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,6 @@ loads it without the recipe parser or the engine.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -67,8 +66,12 @@ def check_new(run_dir: str | os.PathLike) -> Path:
         raise UserError("--run-dir is empty: name a new directory")
     _check_no_file_in_the_way(run_dir)
     if not _is_free(run_dir):
-        hint = (f"continue it with --resume {run_dir}" if (run_dir / RECIPE).is_file()
-                else "it holds other files; choose a new --run-dir")
+        if (run_dir / RECIPE).is_file():
+            hint = f"continue it with --resume {run_dir}"
+        elif _holds_only_the_claim(run_dir):
+            hint = f"another run took it (it holds only {CLAIM}); choose a new --run-dir"
+        else:
+            hint = "it holds other files; choose a new --run-dir"
         raise UserError(f"run directory {run_dir} already exists: {hint}")
     return run_dir
 
@@ -85,19 +88,19 @@ def claim_new(run_dir: str | os.PathLike) -> Path:
     if run_dir.resolve() in _claimed_here and _holds_only_the_claim(run_dir):
         return run_dir
     if not _take(check_new(run_dir)):
-        raise UserError(f"run directory {run_dir} was just taken by another run: choose another --run-dir")
+        raise UserError(f"run directory {run_dir} was just taken by another run: choose a new --run-dir")
     return run_dir
 
 
 def claim_default(recipe_name: str, root: str | os.PathLike = "runs") -> Path:
     """Claim runs/<recipe-name>-<YYYYmmdd-HHMMSS>, or -2, -3, ... after it if runs started that second took it."""
-    base = default_run_dir(recipe_name, root)
+    base = candidate = default_run_dir(recipe_name, root)
     _check_no_file_in_the_way(base)
-    for n in itertools.count(1):
-        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        if _is_free(candidate) and _take(candidate):  # not free, or taken in between: the next number
-            return candidate
-    raise AssertionError("unreachable")
+    n = 1
+    while not (_is_free(candidate) and _take(candidate)):  # not free, or taken in between: the next number
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 def release_unused(run_dir: str | os.PathLike) -> None:

@@ -53,7 +53,7 @@ def test_a_directory_claimed_by_another_run_is_refused(tmp_path, monkeypatch):
     run.rmdir()  # as the engine leaves a run that failed before its first checkpoint
     assert rundir.claim_new(run) == run and (run / rundir.CLAIM).is_file()
     monkeypatch.setattr(rundir, "_claimed_here", set())  # as seen from another process
-    with pytest.raises(UserError, match="already exists"):
+    with pytest.raises(UserError, match="already exists: another run took it"):
         rundir.claim_new(run)
     monkeypatch.setattr(time, "strftime", lambda fmt, *_: SECOND)
     (tmp_path / "runs" / f"r-{SECOND}").mkdir(parents=True)  # empty: a user's own mkdir is fine to use
