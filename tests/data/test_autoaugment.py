@@ -84,6 +84,18 @@ def test_ops_match_pil():
         assert np.abs(ours - theirs).max() <= 2, name
 
 
+@pytest.mark.parametrize("h, w", [(17, 23), (16, 3), (1, 5), (224, 224)])
+def test_auto_contrast_sees_every_pixel(h, w):
+    # Each channel's extremes sit in one pixel only, first or last (the last pixels of an image whose
+    # pixel count is not a multiple of 16 are reduced apart): the stretch must use them.
+    image = np.full((h, w, 3), 100, np.uint8)
+    image.reshape(-1, 3)[-1] = (250, 101, 99)
+    image.reshape(-1, 3)[0, 1] = 30
+    lo, hi = image.reshape(-1, 3).min(0).astype(np.float32), image.reshape(-1, 3).max(0).astype(np.float32)
+    expected = np.clip((image - lo) * (np.float32(255) / (hi - lo)), 0, 255).astype(np.uint8)
+    assert np.array_equal(run("AutoContrast", image), expected)
+
+
 def test_geometry_ops():
     image = photo(20, 30)
     for name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"):

@@ -15,6 +15,7 @@ from finegrain.data.preprocessing import (
     eval_image_size,
     eval_short_side,
     short_side_resize_shape,
+    train_image,
 )
 
 
@@ -35,6 +36,22 @@ def test_fused_jpeg_crop_equals_decode_then_slice():
     assert fused.shape == (20, 31, 3) and np.abs(fused.astype(int) - full).max() <= 1
     png = decode_window(encode(array, "PNG"), window).numpy()  # non-JPEG path: exact pixels
     assert np.array_equal(png, array[5:25, 9:40])
+
+
+@pytest.mark.parametrize("preprocessing", ["imagenet", "reid"])
+def test_training_images_keep_black_and_white(preprocessing):
+    # The float resize is converted to uint8 without a clip (its output cannot leave 0..255): white must
+    # stay 255 (an overflowing conversion would wrap it to 0) and black 0, resized down and up.
+    seed = tf.constant([1, 2], tf.int64)
+    stripes = np.zeros((40, 30, 3), np.uint8)
+    stripes[::3] = 255
+    for size in (16, 72):
+        for value in (0, 255):
+            out = train_image(encode(np.full((40, 30, 3), value, np.uint8), "PNG"), seed, image_size=size,
+                              preprocessing=preprocessing).numpy()
+            assert out.dtype == np.uint8 and out.shape == (size, size, 3) and np.all(out == value)
+        out = train_image(encode(stripes, "PNG"), seed, image_size=size, preprocessing=preprocessing).numpy()
+        assert out.shape == (size, size, 3) and out.max() > 200 and out.min() < 60
 
 
 def test_eval_keeps_the_centre():
