@@ -1,8 +1,9 @@
 """Input pipeline throughput, side by side in one run on the same photo-like JPEGs (~500x400, or --photo-size).
 
 Prints images/s of (1) decode only, (2) the `imagenet` training pipeline (fused decode-and-crop,
-resize 224, flip), (3) that pipeline + AutoAugment `good` + mixup type 1, and the ratios to (1).
-Target: (3) >= 0.6 x (1). Usage: .venv/bin/python benchmarks/bench_pipeline.py [--images 400] [--batches 16] [--batch-size 32]
+resize 224), (3) that pipeline + AutoAugment `good` + mixup type 1, both as the training step receives
+them (uint8; the step flips, casts and mixes on the accelerator), (4) = (3) finished on the host as
+well, and the ratios to (1). Target: (3) >= 0.6 x (1). Usage: .venv/bin/python benchmarks/bench_pipeline.py [--images 400] [--batches 16] [--batch-size 32]
 [--photo-size 500x400] (FGVC-Aircraft's photos, banner cropped, are about 1000x700: --photo-size 1000x700)
 [--gpu-images-per-s 250,500,1000,2000] [--per-op].
 
@@ -215,28 +216,34 @@ def main() -> None:
         width, height = args.photo_size
         print(f"{args.images} photos ~{width}x{height} x {copies} links: {split.num_examples} JPEGs in the train split, batch {b}, "
               f"{args.batches} batches x {args.repeats} rounds (median), tf {tf.__version__}")
+        full = dict(autoaugment="good", mixup_type=1)
         measured = rates(
-            {"decode": decode_only, "plain": pipeline(), "full": pipeline(autoaugment="good", mixup_type=1)},
+            {"decode": decode_only, "plain": pipeline(finish=False), "full": pipeline(finish=False, **full),
+             "finished": pipeline(**full)},
             b,
             args.batches,
             args.repeats,
         )
-        (decode, decode_cpu), (plain, plain_cpu), (full, full_cpu) = measured["decode"], measured["plain"], measured["full"]
+        decode, decode_cpu = measured["decode"]
         # mixup type 1 decodes and augments 2 images per output image
-        print(f"{'':<36}{'out img/s':>10}{'ratio':>7}{'decoded img/s':>15}{'ratio':>7}{'CPU ms/decoded':>16}{'ratio':>7}")
-        for label, out_rate, cpu_per_out, per_out in (("decode only", decode, decode_cpu, 1),
-                                                      ("imagenet train pipeline", plain, plain_cpu, 1),
-                                                      ("+ AutoAugment good + mixup type 1", full, full_cpu, 2)):
+        print(f"{'':<40}{'out img/s':>10}{'ratio':>7}{'decoded img/s':>15}{'ratio':>7}{'CPU ms/decoded':>16}{'ratio':>7}")
+        for label, name, per_out in (("decode only", "decode", 1),
+                                     ("imagenet train pipeline", "plain", 1),
+                                     ("+ AutoAugment good + mixup type 1", "full", 2),
+                                     ("  and finished on the host (CPU runs)", "finished", 2)):
+            out_rate, cpu_per_out = measured[name]
             cpu = cpu_per_out / per_out
-            print(f"{label:<36}{out_rate:10.0f}{out_rate / decode:6.2f}x{out_rate * per_out:15.0f}{out_rate * per_out / decode:6.2f}x"
+            print(f"{label:<40}{out_rate:10.0f}{out_rate / decode:6.2f}x{out_rate * per_out:15.0f}{out_rate * per_out / decode:6.2f}x"
                   f"{cpu:16.2f}{decode_cpu / cpu:6.2f}x")
-        print("target: full pipeline >= 0.60x decode only (decoded img/s). The machine may be shared: compare ratios,\n"
-              "not absolutes; the CPU-time ratio (decode CPU / pipeline CPU per decoded image) is the steadier one.")
+        print("target: the training pipeline (AutoAugment + mixup, as the training step receives it) >= 0.60x decode\n"
+              "only (decoded img/s); the step flips, casts and mixes each batch on the accelerator (the last row does\n"
+              "that on the host, as a CPU-only run pays it). The machine may be shared: compare ratios, not absolutes;\n"
+              "the CPU-time ratio (decode CPU / pipeline CPU per decoded image) is the steadier one.")
 
-        full_pipeline = pipeline(autoaugment="good", mixup_type=1)()
+        full_pipeline = pipeline(finish=False, **full)()
         per_threads = rates({n: (lambda n=n: limited(full_pipeline, n)) for n in (1, 2)}, b, args.batches, args.repeats)
         per_core = min(per_threads[1][0], per_threads[2][0] / 2)
-        print(f"\ncores per GPU: pipeline (3) at 224 px, output (mixed) images/s on a private pool of n threads")
+        print(f"\ncores per GPU: pipeline (3) at 224 px, output images/s (2 decoded each) on a private pool of n threads")
         for n, (rate, cpu) in per_threads.items():
             print(f"  {n} thread{'s' if n > 1 else ' '}: {rate:7.0f} img/s = {rate / n:6.0f} per core   (CPU {cpu:.2f} ms per output image)")
         per_cpu_second = 1e3 / per_threads[1][1]  # output images per second of one core's CPU time

@@ -150,8 +150,10 @@ def _resized_to_uint8(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image + 0.5, tf.uint8)
 
 
-def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, image_size: int, preprocessing: str) -> tf.Tensor:
-    """Training preprocessing of one encoded image -> uint8 [image_size, image_size, 3]. `seed`: int [2]."""
+def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, image_size: int, preprocessing: str, flip: bool = True) -> tf.Tensor:
+    """Training preprocessing of one encoded image -> uint8 [image_size, image_size, 3]. `seed`: int [2].
+
+    flip=False leaves out the random mirror flip (the training pipeline flips whole batches)."""
     g = geometry(preprocessing)
     # The crop draws from `seed`, the coins from the next Philox key: one random op instead of a
     # split and a draw per use (each random op costs ~25 us in a tf.data map).
@@ -167,7 +169,8 @@ def train_image(encoded: tf.Tensor, seed: tf.Tensor, *, image_size: int, preproc
             lambda: _resize(image, image_size),
         )
     image = _resized_to_uint8(image)
-    image = tf.cond(flip_coin < 0.5, lambda: tf.reverse(image, [1]), lambda: image)  # flip on uint8: 4x fewer bytes
+    if flip:
+        image = tf.cond(flip_coin < 0.5, lambda: tf.reverse(image, [1]), lambda: image)  # flip on uint8: 4x fewer bytes
     image.set_shape([image_size, image_size, 3])
     return image
 

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from finegrain.data.pipeline import finish_batch
 from finegrain.models import batchnorm_layers
 from finegrain.train.losses import decayed_variables, weight_decay_loss
 from finegrain.train.tasks.base import Task
@@ -20,14 +21,19 @@ from finegrain.train.tasks.base import Task
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
                     task: Task, global_batch: int, xla: bool = False) -> Any:
-    """A tf.function(batch) -> (sum of per-example losses, number correct), summed over replicas."""
+    """A tf.function(batch) -> (sum of per-example losses, number correct), summed over replicas.
+
+    A batch is (float images, targets) or, as the task makes them, (uint8 images, targets, mixing),
+    finished here on each replica's share (finegrain.data.pipeline.finish_batch)."""
     decayed = decayed_variables(model)
     weight_decay = task.recipe.train.weight_decay
     replicas = strategy.num_replicas_in_sync
     bn_statistics = ([v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
                      if replicas > 1 else [])
 
-    def replica_step(images, targets):
+    def replica_step(images, targets, mixing=None):
+        if mixing is not None:  # the host left the flip, the cast and mixup to the accelerator
+            images, targets = finish_batch(images, targets, mixing)
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
             per_example = task.per_example_loss(outputs, targets)
@@ -53,8 +59,8 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, s
 
     @tf.function
     def train_step(batch):
-        images, targets = batch
-        loss_sum, correct = strategy.run(replica_fn, args=(images, targets))
+        # (images, targets), or (uint8 images, targets, mixing) from train_batches(..., finish=False)
+        loss_sum, correct = strategy.run(replica_fn, args=tuple(batch))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from finegrain.data import load_split
-from finegrain.data.pipeline import eval_batches, steps_per_epoch, train_batches
+from finegrain.data.pipeline import eval_batches, finish_batch, steps_per_epoch, train_batches
 from finegrain.data.preprocessing import PREPROCESSING, eval_image_size
 from finegrain.errors import UserError
 
@@ -59,6 +59,32 @@ def test_mixup_type_1_mixes_consecutive_images_with_their_label_weights(train):
         np.testing.assert_allclose(mixed_x[j], x[2 * j + 1] + lam * (x[2 * j] - x[2 * j + 1]), atol=1e-3)
         checked += 1
     assert checked >= 4
+
+
+def test_unfinished_batches_are_uint8_and_half_are_flipped_when_finished(train):
+    kwargs = dict(image_size=16, preprocessing="imagenet", batch_size=64, seed=2)
+    images, targets, mixing = next(iter(train_batches(train, finish=False, **kwargs)))
+    x, y = next(iter(train_batches(train, **kwargs)))
+    assert images.dtype == np.uint8 and set(mixing) == {"flip"}
+    flip = mixing["flip"].numpy()
+    assert 16 <= flip.sum() <= 48  # a fair coin per image
+    mirrored = np.where(flip[:, None, None, None], images.numpy()[:, :, ::-1], images.numpy())
+    np.testing.assert_array_equal(x.numpy(), mirrored.astype(np.float32))
+    np.testing.assert_array_equal(y.numpy(), targets.numpy())
+
+
+@pytest.mark.parametrize("mixup_type", [0, 1])
+def test_a_replicas_share_of_a_batch_finishes_like_its_rows_of_the_whole(train, mixup_type):
+    # Under tf.distribute each replica finishes the consecutive examples it was given: for mixup type 1
+    # the first half of the images (and of lam) must give the first half of the whole batch.
+    kwargs = dict(image_size=16, preprocessing="imagenet", batch_size=8, mixup_type=mixup_type, autoaugment="good")
+    images, targets, mixing = next(iter(train_batches(train, finish=False, **kwargs)))
+    whole_x, whole_y = finish_batch(images, targets, mixing)
+    g = images.shape[0] // 2
+    share = {k: v[: (g if k == "flip" else 4)] for k, v in mixing.items()}
+    x, y = finish_batch(images[:g], targets[:g], share)
+    np.testing.assert_allclose(x.numpy(), whole_x.numpy()[:4], atol=1e-4)
+    np.testing.assert_allclose(y.numpy(), whole_y.numpy()[:4], atol=1e-6)
 
 
 @pytest.mark.parametrize("preprocessing", list(PREPROCESSING))

@@ -56,7 +56,8 @@ class Task:
         self._prepared = True
 
     def train_batches(self, split: Split, epoch: int) -> tf.data.Dataset:
-        """One epoch of (images, targets); a pure function of (seed, epoch) so a resumed run can skip.
+        """One epoch of (uint8 images, targets, mixing) that the training step finishes (flip, float,
+        mixup) on the accelerator; a pure function of (seed, epoch) so a resumed run can skip.
 
         With `train.kd_targets` the targets are [labels | teacher distribution] (see `per_example_loss`).
         """
@@ -66,7 +67,8 @@ class Task:
         teacher = self._teacher
         return pipeline.train_batches(split, image_size=d.image_size, preprocessing=d.preprocessing,
                                       batch_size=t.batch_size, autoaugment=d.autoaugment, mixup_type=d.mixup_type,
-                                      mixup_alpha=d.mixup_alpha, seed=t.seed, epoch=epoch, example_targets=teacher)
+                                      mixup_alpha=d.mixup_alpha, seed=t.seed, epoch=epoch, example_targets=teacher,
+                                      finish=False)
 
     def per_example_loss(self, outputs: dict[str, tf.Tensor], targets: tf.Tensor) -> tf.Tensor:
         """Loss per example [B] (the step averages it over the global batch and adds weight decay).
