@@ -46,8 +46,10 @@ def main() -> None:
             if "--kill-at-step" in sys.argv and epoch * 3 + step == int(sys.argv[sys.argv.index("--kill-at-step") + 1]):
                 os.kill(os.getpid(), signal.SIGKILL)
 
+    # --mixup: mixup type 1, whose 2B images and B weights each replica finishes on its own share
     recipe = tiny_recipe(train={"epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "base_lr": 0.05},
-                          runtime={"deterministic": "--deterministic" in sys.argv})
+                         data={"mixup_type": 1 if "--mixup" in sys.argv else 0},
+                         runtime={"deterministic": "--deterministic" in sys.argv})
     result = engine.tune(recipe, run_dir, strategy=strategy, resume="--resume" in sys.argv, reporter=KillAt(),
                          checkpoint_every_steps=2)
     equal, replicas = True, 1

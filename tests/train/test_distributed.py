@@ -1,4 +1,4 @@
-"""The same training step under MirroredStrategy (2 logical CPUs) and MultiWorkerMirroredStrategy
+"""The same training step under MirroredStrategy (2 logical CPUs, mixup type 1) and MultiWorkerMirroredStrategy
 (2 worker processes on 127.0.0.1): a few steps each, identical weights on every replica.
 
 Each strategy needs a fresh process (see dist_worker.py).
@@ -44,7 +44,7 @@ def _load(out: Path) -> tuple[dict, list[np.ndarray]]:
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored.json"
     proc = subprocess.run([sys.executable, str(WORKER), "mirrored", str(tmp_path / "run"), str(out),
-                           "--logical-cpus", "2"], env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+                           "--logical-cpus", "2", "--mixup"], env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result, _ = _load(out)
     assert result["num_replicas_in_sync"] == 2 and result["replicas"] == 2
