@@ -10,6 +10,7 @@ checkpoint); epoch and step-in-epoch are derived from it. So a resumed run conti
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,16 @@ def write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
         for key, value in scalars.items():
             tf.summary.write(key, tf.constant(value, tf.float32), metadata=metadata)
     writer.flush()
+
+
+def release_in_background(refs: list[Any]) -> None:
+    """Empty `refs` on a daemon thread, so that objects whose last references it holds are torn down there.
+
+    An epoch's tf.data iterator is released this way: with tf.data autotuning on, its teardown waited
+    2.5-2.9 s in about a third of the epochs while training kept the CPU busy (measured on 2 cores,
+    TF 2.21; autotuning off avoids it but slowed the pipeline), time in which the next epoch could run.
+    """
+    threading.Thread(target=refs.clear, name="finegrain-release", daemon=True).start()
 
 
 def evaluates_after(epochs_done: int, epochs: int, every: int, every_epoch_from: float) -> bool:
@@ -125,7 +136,9 @@ class TrainLoop:
         self.reporter.on_epoch_begin(epoch, self.steps_per_epoch, start)
         step, last_save = epoch * self.steps_per_epoch + start, time.monotonic()
         tick = last_save
-        for batch in self.strategy.experimental_distribute_dataset(batches):
+        # a one-item list holds the epoch's only reference to its iterator (see release_in_background)
+        iterator = [iter(self.strategy.experimental_distribute_dataset(batches))]
+        for batch in iterator[0]:
             keep = self.keep_prob(step)
             if keep is not None:
                 set_dropblock_keep_prob(self.model, keep)
@@ -141,6 +154,7 @@ class TrainLoop:
                                                     or now - last_save >= self.checkpoint_every_seconds):
                 self._save(CheckpointInfo(f"step-{step:08d}", epoch, step, totals=asdict(totals)), step)
                 last_save = time.monotonic()
+        release_in_background(iterator)
         if not math.isfinite(totals.loss_sum):
             raise UserError(f"the loss diverged in epoch {epoch + 1} (NaN/inf): lower train.base_lr")
         return step
