@@ -10,7 +10,8 @@ A targets directory holds
 - `labels.npy`  int64 [N], the split's labels as the teacher saw them (checked again in training);
 - `targets.json` the teacher (reference, card) and the split's identity (source, split, count, a hash
   of its item list and class names), written last: its presence means the directory is complete.
-While computing, `progress.json` records how many rows are final; a killed run continues from there.
+While computing, `progress.json` records how many rows are final; a killed run continues from there;
+`.lock` is held (flock) by the one command computing, so a second one into the same directory stops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,14 @@ from finegrain.models import ModelCard
 from finegrain.models.refs import LoadedModel
 from finegrain.utils.io import atomic_path, atomic_write_json
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; keeping one command per --out is then up to the user
+    fcntl = None
+
 LOGITS_FILE, LABELS_FILE, INFO_FILE, PROGRESS_FILE = "logits.npy", "labels.npy", "targets.json", "progress.json"
 PARTIAL_LOGITS = "logits.partial.npy"
+LOCK_FILE = ".lock"
 
 
 def split_identity(split: Split, source: str) -> dict[str, Any]:
@@ -84,15 +92,44 @@ def compute_targets(teacher: LoadedModel, teacher_ref: str, split: Split, source
     wanted = {"teacher": teacher_ref, "teacher_card": teacher.card.to_dict(), "image_size": size,
               "preprocessing": pre, "split": identity}
     if (out / INFO_FILE).is_file():
-        targets = read_targets(out)
-        if _same_job(targets.info, wanted):
-            return targets, False
-        raise UserError(f"{out} already holds distillation targets of {targets.info['teacher']} on "
-                        f"{_describe(targets.info['split'])}: choose another --out")
+        return _finished(out, wanted), False
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a directory")
-    done = _resume_point(out, wanted)
     out.mkdir(parents=True, exist_ok=True)
+    with _writing(out):
+        if (out / INFO_FILE).is_file():  # completed by another command since the check above
+            return _finished(out, wanted), False
+        return _compute(teacher, split, out, wanted, size, pre, batch_size, chunk_batches, on_rows, on_chunk), True
+
+
+def _finished(out: Path, wanted: dict[str, Any]) -> TeacherTargets:
+    """The complete targets in `out` if they are this job's; UserError if another teacher's or split's."""
+    targets = read_targets(out)
+    if not _same_job(targets.info, wanted):
+        raise UserError(f"{out} already holds distillation targets of {targets.info['teacher']} on "
+                        f"{_describe(targets.info['split'])}: choose another --out")
+    return targets
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Hold `out`'s lock file exclusively: two commands computing into one directory at once would
+    interleave their rows. An flock dies with its process, so a killed job never blocks its own resumption."""
+    with open(out / LOCK_FILE, "a") as lock:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another command is computing targets into {out}: wait for it to finish "
+                                "or choose another --out") from None
+        yield
+
+
+def _compute(teacher: LoadedModel, split: Split, out: Path, wanted: dict[str, Any], size: int, pre: str,
+             batch_size: int, chunk_batches: int, on_rows: Callable[[int], None] | None,
+             on_chunk: Callable[[int], None] | None) -> TeacherTargets:
+    """Compute the rows not yet final in `out` (the caller holds its lock) and complete the directory."""
+    done = _resume_point(out, wanted)
     n = split.num_examples
     labels_file = out / "labels.partial.npy"
     if done == 0:  # a fresh start: write what is known before the first row
@@ -122,7 +159,8 @@ def compute_targets(teacher: LoadedModel, teacher_ref: str, split: Split, source
     os.replace(out / PARTIAL_LOGITS, out / LOGITS_FILE)
     atomic_write_json(out / INFO_FILE, {**wanted, "format": 1})
     (out / PROGRESS_FILE).unlink()
-    return read_targets(out), True
+    (out / LOCK_FILE).unlink()  # complete: whoever opens it later finds targets.json and writes nothing
+    return read_targets(out)
 
 
 def _same_job(info: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -134,7 +172,7 @@ def _resume_point(out: Path, wanted: dict[str, Any]) -> int:
     """Rows already final in a partial `out` (0 for a new one); UserError if it was another job's."""
     progress_file = out / PROGRESS_FILE
     if not progress_file.is_file():
-        if out.is_dir() and any(out.iterdir()):
+        if any(p.name != LOCK_FILE for p in out.iterdir()):
             raise UserError(f"--out {out} is a non-empty directory that holds no distillation targets: "
                             "give a new or empty directory")
         return 0

@@ -250,3 +250,21 @@ def test_a_student_learns_faster_with_a_good_teacher_through_the_installed_scrip
         history = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         accuracy[name] = history[-1]["eval_top1"]
     assert accuracy["distilled"] > accuracy["alone"] + 0.1, accuracy
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_second_command_into_the_same_targets_stops_while_the_first_computes(targets_dir, teacher_run, tmp_path):
+    import fcntl
+
+    from tests.train.distill_worker import compute_all
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:  # as the first command holds it while it computes
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another command is computing targets into .*busy: wait"):
+            compute_all(str(teacher_run), str(out))
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the second one was written
+    compute_all(str(teacher_run), str(out))  # the lock released (as by the first one's exit): it computes
+    np.testing.assert_array_equal(read_targets(out).logits, read_targets(targets_dir).logits)
+    assert not (out / ".lock").exists() and not (out / "progress.json").exists()
