@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ import tensorflow as tf
 from finegrain.data import Split, pipeline
 from finegrain.errors import UserError
 from finegrain.evaluate import index_faiss
-from finegrain.evaluate.index_store import ChunkStore, StoredIndex, read_index, work_directory, write_index
+from finegrain.evaluate.index_store import ChunkStore, StoredIndex, is_index, read_index, work_directory, write_index
 from finegrain.evaluate.inference import check_tta, eval_settings, iter_outputs, l2_normalize
 from finegrain.evaluate.metrics import SEPARATE_DEFINITIONS
 from finegrain.evaluate.protocol import ItemSet, model_identity, protocol_card, split_items
 from finegrain.models.refs import LoadedModel, load_model
+from finegrain.utils.io import exclusive_lock
 
 DEFAULT_CHUNK_SIZE = 4096
 PARITY_IMAGES = 8
@@ -199,34 +201,37 @@ def build_index(
         raise UserError(f"{out} exists; pass --force to replace it")
     if chunk_size < 1:
         raise UserError(f"--chunk-size must be a positive integer, got {chunk_size}")
-    items = split_items(split, source)
-    model = model_identity(model_reference, loaded.card)
-    plan = {"model": model, "gallery": {"source": source, "split": split.name, "count": len(items.ids),
-            "ids_sha256": items.identity()["items_sha256"]}, "settings": settings.to_dict(),
-            "chunk_size": chunk_size}
-    store = ChunkStore.open(work_directory(out), plan, restart=force)
-    served = export_parity(export, split, settings) if export is not None else None
-    embed_into_chunks(loaded, split, settings, store, batch_size=batch_size, progress=progress, on_chunk=on_chunk)
+    with _writing(out):
+        if out.exists() and not force:  # built by another command since the check above
+            raise UserError(f"{out} exists; pass --force to replace it")
+        items = split_items(split, source)
+        model = model_identity(model_reference, loaded.card)
+        plan = {"model": model, "gallery": {"source": source, "split": split.name, "count": len(items.ids),
+                "ids_sha256": items.identity()["items_sha256"]}, "settings": settings.to_dict(),
+                "chunk_size": chunk_size}
+        store = ChunkStore.open(work_directory(out), plan, restart=force)
+        served = export_parity(export, split, settings) if export is not None else None
+        embed_into_chunks(loaded, split, settings, store, batch_size=batch_size, progress=progress, on_chunk=on_chunk)
 
-    labels = store.labels()
-    first = store.read(0)[0]
-    dim = first.shape[1]
-    if served is not None:
-        parity = compare_parity(first[: len(served)], served, export)
-    elif loaded.keras_model is None:
-        parity = {"export": None, "note": "embedded by a SavedModel export itself: what serves is what indexed"}
-    else:
-        parity = {"export": None, "note": "no SavedModel export named: parity not checked"}
-    factory_string, parameters = index_faiss.factory(index_type, len(labels))
-    sample = index_faiss.sample_rows(len(labels), index_faiss.training_rows(index_type, len(labels)))
-    index = _faiss_from_chunks(store, len(labels), factory_string, dim, sample)
-    index_faiss.set_search_parameters(index, parameters)
-    recall = approximate_recall(index, store, len(labels)) if kind.approximate and len(labels) > 1 else None
-    gallery = dataclasses.replace(items, labels=labels)
-    card = index_card(model, settings, gallery, dim, index_type, factory_string, parameters, recall, parity)
-    write_index(out, index, gallery.ids, labels, items.class_names or [], card, replace=force)
-    store.remove()
-    return card
+        labels = store.labels()
+        first = store.read(0)[0]
+        dim = first.shape[1]
+        if served is not None:
+            parity = compare_parity(first[: len(served)], served, export)
+        elif loaded.keras_model is None:
+            parity = {"export": None, "note": "embedded by a SavedModel export itself: what serves is what indexed"}
+        else:
+            parity = {"export": None, "note": "no SavedModel export named: parity not checked"}
+        factory_string, parameters = index_faiss.factory(index_type, len(labels))
+        sample = index_faiss.sample_rows(len(labels), index_faiss.training_rows(index_type, len(labels)))
+        index = _faiss_from_chunks(store, len(labels), factory_string, dim, sample)
+        index_faiss.set_search_parameters(index, parameters)
+        recall = approximate_recall(index, store, len(labels)) if kind.approximate and len(labels) > 1 else None
+        gallery = dataclasses.replace(items, labels=labels)
+        card = index_card(model, settings, gallery, dim, index_type, factory_string, parameters, recall, parity)
+        write_index(out, index, gallery.ids, labels, items.class_names or [], card, replace=force)
+        store.remove()
+        return card
 
 
 def index_card(model: dict[str, Any], settings: EmbedSettings, gallery: ItemSet, dim: int, index_type: str,
@@ -277,37 +282,41 @@ def add_to_index(directory: str | os.PathLike, loaded: LoadedModel, split: Split
 
     Returns (the new card, images added, images already in the index and skipped).
     """
-    stored = read_index(directory)
-    settings = stored_settings(stored)
-    items = split_items(split, source)
-    present = set(stored.ids)
-    keep = np.array([item not in present for item in items.ids], bool)
-    skipped = int((~keep).sum())
-    if not keep.any():
-        return stored.card, 0, skipped
-    new = _subset(split, keep=keep)
-    new_ids = [item for item, k in zip(items.ids, keep) if k]
-    plan = {"add_to": stored.card["gallery"], "source": source, "split": split.name,
-            "ids_sha256": ItemSet(source, split.name, new_ids, np.zeros(len(new_ids), np.int64)).identity()["items_sha256"],
-            "settings": settings.to_dict(), "chunk_size": chunk_size}
-    store = ChunkStore.open(work_directory(stored.directory, "add-partial"), plan, restart=False)
-    embed_into_chunks(loaded, new, settings, store, batch_size=batch_size, progress=progress, on_chunk=on_chunk)
-    for chunk in store.embeddings():
-        if chunk.shape[1] != stored.index.d:
-            raise UserError(f"the model gives {chunk.shape[1]}-d embeddings but the index holds {stored.index.d}-d")
-        stored.index.add(np.ascontiguousarray(chunk))
-    names, labels = merge_classes(stored.class_names, items.class_names or [], store.labels())
-    ids, all_labels = stored.ids + new_ids, np.concatenate([stored.labels, labels])
-    gallery = ItemSet(stored.card["gallery"]["source"], stored.card["gallery"]["split"], ids, all_labels)
-    info = stored.card["index"]
-    added = [*stored.card.get("added", []), {"source": source, "split": split.name, "count": len(new_ids),
-                                             "skipped_already_indexed": skipped}]
-    card = index_card(stored.card["model"], settings, gallery, info["dim"], info["type"], info["faiss_factory"],
-                      info["search_parameters"], info.get(f"recall_at_{index_faiss.RECALL_K}_vs_exact"),
-                      stored.card["parity"], added)
-    write_index(stored.directory, stored.index, ids, all_labels, names, card, replace=True)
-    store.remove()
-    return card, len(new_ids), skipped
+    directory = Path(directory).expanduser()
+    if not is_index(directory):
+        read_index(directory)  # its one-line error, before a lock file appears beside a path that holds no index
+    with _writing(directory):
+        stored = read_index(directory)
+        settings = stored_settings(stored)
+        items = split_items(split, source)
+        present = set(stored.ids)
+        keep = np.array([item not in present for item in items.ids], bool)
+        skipped = int((~keep).sum())
+        if not keep.any():
+            return stored.card, 0, skipped
+        new = _subset(split, keep=keep)
+        new_ids = [item for item, k in zip(items.ids, keep) if k]
+        plan = {"add_to": stored.card["gallery"], "source": source, "split": split.name,
+                "ids_sha256": ItemSet(source, split.name, new_ids, np.zeros(len(new_ids), np.int64)).identity()["items_sha256"],
+                "settings": settings.to_dict(), "chunk_size": chunk_size}
+        store = ChunkStore.open(work_directory(stored.directory, "add-partial"), plan, restart=False)
+        embed_into_chunks(loaded, new, settings, store, batch_size=batch_size, progress=progress, on_chunk=on_chunk)
+        for chunk in store.embeddings():
+            if chunk.shape[1] != stored.index.d:
+                raise UserError(f"the model gives {chunk.shape[1]}-d embeddings but the index holds {stored.index.d}-d")
+            stored.index.add(np.ascontiguousarray(chunk))
+        names, labels = merge_classes(stored.class_names, items.class_names or [], store.labels())
+        ids, all_labels = stored.ids + new_ids, np.concatenate([stored.labels, labels])
+        gallery = ItemSet(stored.card["gallery"]["source"], stored.card["gallery"]["split"], ids, all_labels)
+        info = stored.card["index"]
+        added = [*stored.card.get("added", []), {"source": source, "split": split.name, "count": len(new_ids),
+                                                 "skipped_already_indexed": skipped}]
+        card = index_card(stored.card["model"], settings, gallery, info["dim"], info["type"], info["faiss_factory"],
+                          info["search_parameters"], info.get(f"recall_at_{index_faiss.RECALL_K}_vs_exact"),
+                          stored.card["parity"], added)
+        write_index(stored.directory, stored.index, ids, all_labels, names, card, replace=True)
+        store.remove()
+        return card, len(new_ids), skipped
 
 
 def search_index(stored: StoredIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -316,3 +325,14 @@ def search_index(stored: StoredIndex, queries: np.ndarray, k: int) -> tuple[np.n
         raise UserError(f"--k must be a positive integer, got {k}")
     index_faiss.set_search_parameters(stored.index, stored.card["index"]["search_parameters"])
     return index_faiss.search(stored.index, queries, min(k, len(stored)))
+
+
+@contextmanager
+def _writing(directory: Path) -> Iterator[None]:
+    """Hold the index's lock (a hidden sibling file, kept): two builds or adds at once would discard one's work."""
+    lock_file = work_directory(directory, "lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_file) as held:
+        if not held:
+            raise UserError(f"another command is building or adding to the index {directory}: wait for it to finish")
+        yield

@@ -36,12 +36,7 @@ from finegrain.evaluate.inference import eval_settings, predict_batches
 from finegrain.evaluate.protocol import split_items
 from finegrain.models import ModelCard
 from finegrain.models.refs import LoadedModel
-from finegrain.utils.io import atomic_path, atomic_write_json
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; keeping one command per --out is then up to the user
-    fcntl = None
+from finegrain.utils.io import atomic_path, atomic_write_json, exclusive_lock
 
 LOGITS_FILE, LABELS_FILE, INFO_FILE, PROGRESS_FILE = "logits.npy", "labels.npy", "targets.json", "progress.json"
 PARTIAL_LOGITS = "logits.partial.npy"
@@ -113,15 +108,11 @@ def _finished(out: Path, wanted: dict[str, Any]) -> TeacherTargets:
 
 @contextmanager
 def _writing(out: Path) -> Iterator[None]:
-    """Hold `out`'s lock file exclusively: two commands computing into one directory at once would
-    interleave their rows. An flock dies with its process, so a killed job never blocks its own resumption."""
-    with open(out / LOCK_FILE, "a") as lock:
-        if fcntl is not None:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UserError(f"another command is computing targets into {out}: wait for it to finish "
-                                "or choose another --out") from None
+    """Hold `out`'s lock: two commands computing into one directory at once would interleave their rows."""
+    with exclusive_lock(out / LOCK_FILE) as held:
+        if not held:
+            raise UserError(f"another command is computing targets into {out}: wait for it to finish "
+                            "or choose another --out")
         yield
 
 

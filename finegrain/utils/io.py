@@ -1,4 +1,5 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the new one, never half."""
+"""Atomic file writes (a kill at any moment leaves either the old file or the new one, never half), and
+an exclusive lock for jobs that must not run twice at once on the same output."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; keeping one job per output is then up to the user
+    fcntl = None
 
 
 @contextmanager
@@ -78,3 +84,22 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def exclusive_lock(lock_file: str | os.PathLike) -> Iterator[bool]:
+    """Try to hold `lock_file` (created if needed) exclusively; yields False at once if another process holds it.
+
+    An flock, not a marker file: the kernel releases it when its process dies, so a killed job never
+    blocks the command that resumes it.
+    """
+    with open(lock_file, "a") as f:
+        if fcntl is None:
+            yield True
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True

@@ -158,3 +158,28 @@ def test_protocol_item_hash_changes_with_the_gallery():
     assert base != items_hash(ids[:2], labels[:2])
     assert base != items_hash(["a.jpg", "b.jpg", "d.jpg"], labels)
     assert base != items_hash(ids, np.array([0, 1, 0]))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_second_build_or_add_stops_while_another_writes_the_index(retrieval_run, test_folder, reference_index, tmp_path):
+    import fcntl
+
+    from finegrain.data import load_split
+    from finegrain.models import load_model
+
+    out = tmp_path / "busy"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with open(work_directory(out, "lock"), "a") as held:  # as a running build holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another command is building or adding to the index .*busy"):
+            build(retrieval_run, test_folder, out)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted({*before, ".busy.lock"})  # no chunks, no index
+    build(retrieval_run, test_folder, out)  # released (as by the other command's exit): it builds
+    np.testing.assert_array_equal(vectors(out), vectors(reference_index))
+    with open(work_directory(out, "lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another command is building or adding to the index"):
+            add_to_index(out, load_model(retrieval_run), load_split(test_folder, "all"), str(test_folder))
+    with pytest.raises(UserError, match="is not an index"):
+        add_to_index(tmp_path / "none", load_model(retrieval_run), load_split(test_folder, "all"), str(test_folder))
+    assert not work_directory(tmp_path / "none", "lock").exists()
