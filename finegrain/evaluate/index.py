@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import tensorflow as tf
 from finegrain.data import Split, pipeline
 from finegrain.errors import UserError
 from finegrain.evaluate import index_faiss
-from finegrain.evaluate.index_store import ChunkStore, StoredIndex, is_index, read_index, work_directory, write_index
+from finegrain.evaluate.index_store import ChunkStore, StoredIndex, read_index, require_index, work_directory, write_index
 from finegrain.evaluate.inference import check_tta, eval_settings, iter_outputs, l2_normalize
 from finegrain.evaluate.metrics import SEPARATE_DEFINITIONS
 from finegrain.evaluate.protocol import ItemSet, model_identity, protocol_card, split_items
@@ -197,12 +197,10 @@ def build_index(
     """
     out = Path(out).expanduser()
     kind = index_faiss.check_type(index_type)
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; pass --force to replace it")
     if chunk_size < 1:
         raise UserError(f"--chunk-size must be a positive integer, got {chunk_size}")
-    with _writing(out):
-        if out.exists() and not force:  # built by another command since the check above
+    with _one_writer(out):
+        if out.exists() and not force:
             raise UserError(f"{out} exists; pass --force to replace it")
         items = split_items(split, source)
         model = model_identity(model_reference, loaded.card)
@@ -282,10 +280,8 @@ def add_to_index(directory: str | os.PathLike, loaded: LoadedModel, split: Split
 
     Returns (the new card, images added, images already in the index and skipped).
     """
-    directory = Path(directory).expanduser()
-    if not is_index(directory):
-        read_index(directory)  # its one-line error, before a lock file appears beside a path that holds no index
-    with _writing(directory):
+    directory = require_index(directory)  # before a lock file appears beside a path that holds no index
+    with _one_writer(directory):
         stored = read_index(directory)
         settings = stored_settings(stored)
         items = split_items(split, source)
@@ -327,12 +323,8 @@ def search_index(stored: StoredIndex, queries: np.ndarray, k: int) -> tuple[np.n
     return index_faiss.search(stored.index, queries, min(k, len(stored)))
 
 
-@contextmanager
-def _writing(directory: Path) -> Iterator[None]:
-    """Hold the index's lock (a hidden sibling file, kept): two builds or adds at once would discard one's work."""
-    lock_file = work_directory(directory, "lock")
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_file) as held:
-        if not held:
-            raise UserError(f"another command is building or adding to the index {directory}: wait for it to finish")
-        yield
+
+def _one_writer(directory: Path) -> AbstractContextManager[None]:
+    """The index's lock (a hidden sibling file, kept): two builds or adds at once would discard one's work."""
+    return exclusive_lock(work_directory(directory, "lock"),
+                          f"another command is building or adding to the index {directory}: wait for it to finish")

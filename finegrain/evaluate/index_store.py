@@ -55,12 +55,18 @@ def is_index(directory: str | os.PathLike) -> bool:
     return (Path(directory) / CARD_FILE).is_file() and (Path(directory) / INDEX_FILE).is_file()
 
 
-def read_index(directory: str | os.PathLike) -> StoredIndex:
-    """Read an index directory; UserError when it is not one, or is damaged."""
+def require_index(directory: str | os.PathLike) -> Path:
+    """`directory` (expanded) if it holds an index; UserError when it does not."""
     directory = Path(directory).expanduser()
     if not is_index(directory):
         raise UserError(f"{directory} is not an index (no {CARD_FILE} and {INDEX_FILE}): build one with "
                         "`finegrain index build`")
+    return directory
+
+
+def read_index(directory: str | os.PathLike) -> StoredIndex:
+    """Read an index directory; UserError when it is not one, or is damaged."""
+    directory = require_index(directory)
     try:
         card = json.loads((directory / CARD_FILE).read_text())
         items = json.loads((directory / ITEMS_FILE).read_text())

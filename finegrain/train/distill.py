@@ -21,8 +21,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +85,12 @@ def compute_targets(teacher: LoadedModel, teacher_ref: str, split: Split, source
     size, pre = eval_settings(teacher.card, split, "logits", image_size, preprocessing)
     wanted = {"teacher": teacher_ref, "teacher_card": teacher.card.to_dict(), "image_size": size,
               "preprocessing": pre, "split": identity}
-    if (out / INFO_FILE).is_file():
+    if (out / INFO_FILE).is_file():  # complete: read without the lock (targets may sit on a read-only share)
         return _finished(out, wanted), False
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    with _writing(out):
+    with exclusive_lock(out / LOCK_FILE, f"another command is computing targets into {out}: wait for it to "
+                                         "finish or choose another --out"):
         if (out / INFO_FILE).is_file():  # completed by another command since the check above
             return _finished(out, wanted), False
         return _compute(teacher, split, out, wanted, size, pre, batch_size, chunk_batches, on_rows, on_chunk), True
@@ -104,16 +103,6 @@ def _finished(out: Path, wanted: dict[str, Any]) -> TeacherTargets:
         raise UserError(f"{out} already holds distillation targets of {targets.info['teacher']} on "
                         f"{_describe(targets.info['split'])}: choose another --out")
     return targets
-
-
-@contextmanager
-def _writing(out: Path) -> Iterator[None]:
-    """Hold `out`'s lock: two commands computing into one directory at once would interleave their rows."""
-    with exclusive_lock(out / LOCK_FILE) as held:
-        if not held:
-            raise UserError(f"another command is computing targets into {out}: wait for it to finish "
-                            "or choose another --out")
-        yield
 
 
 def _compute(teacher: LoadedModel, split: Split, out: Path, wanted: dict[str, Any], size: int, pre: str,

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from finegrain.errors import UserError
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; keeping one job per output is then up to the user
@@ -87,19 +89,19 @@ def append_line(path: str | os.PathLike, line: str) -> None:
 
 
 @contextmanager
-def exclusive_lock(lock_file: str | os.PathLike) -> Iterator[bool]:
-    """Try to hold `lock_file` (created if needed) exclusively; yields False at once if another process holds it.
+def exclusive_lock(lock_file: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold `lock_file` (made, with its folder, if needed) exclusively while one job writes its output;
+    `UserError(busy)` at once if another process holds it.
 
     An flock, not a marker file: the kernel releases it when its process dies, so a killed job never
     blocks the command that resumes it.
     """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a") as f:
-        if fcntl is None:
-            yield True
-            return
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(busy) from None
+        yield

@@ -7,32 +7,35 @@ import sys
 
 import pytest
 
+from finegrain.errors import UserError
 from finegrain.utils.io import exclusive_lock
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 
 
 def test_one_holder_at_a_time(tmp_path):
-    lock = tmp_path / "job.lock"
-    with exclusive_lock(lock) as first:
-        with exclusive_lock(lock) as second:
-            assert (first, second) == (True, False)
-    with exclusive_lock(lock) as again:
-        assert again
+    lock = tmp_path / "new" / "job.lock"
+    with exclusive_lock(lock, "busy"):
+        with pytest.raises(UserError, match="^busy$"):
+            with exclusive_lock(lock, "busy"):
+                pass
+    with exclusive_lock(lock, "busy"):  # released on leaving: the next job gets it
+        pass
 
 
 def test_a_killed_holder_does_not_block_the_next_job(tmp_path):
     lock = tmp_path / "job.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom finegrain.utils.io import exclusive_lock\n"
-         f"with exclusive_lock({str(lock)!r}) as held:\n    print(held, flush=True)\n    time.sleep(600)"],
+        [sys.executable, "-c", "import time\nfrom finegrain.utils.io import exclusive_lock\n"
+         f"with exclusive_lock({str(lock)!r}, 'busy'):\n    print('held', flush=True)\n    time.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "True"
-        with exclusive_lock(lock) as held:
-            assert not held
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="busy"):
+            with exclusive_lock(lock, "busy"):
+                pass
     finally:
         holder.kill()
         holder.wait(timeout=60)
-    with exclusive_lock(lock) as held:
-        assert held
+    with exclusive_lock(lock, "busy"):
+        pass
